@@ -1,0 +1,5 @@
+.PHONY: check test serve
+check test:
+	./scripts/test
+serve:
+	.venv/bin/meterd serve

@@ -1,0 +1,130 @@
+"""The only module that names concrete backends: settings -> stores -> services."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+
+from meterd.auth.keys import KeyService
+from meterd.backends.clickhouse.store import ClickHouseEventStore
+from meterd.backends.sql.customers import SQLCustomerStore, SQLSubjectStore
+from meterd.backends.sql.keys import SQLApiKeyStore
+from meterd.backends.sql.meters import SQLMeterStore
+from meterd.backends.sql.migrate import upgrade
+from meterd.backends.sqlite.journal import SQLiteJournal
+from meterd.core.errors import ConflictError
+from meterd.customers.service import CustomerService
+from meterd.meters.service import MeterCreateInput, MeterService
+from meterd.settings import Settings
+from meterd.usage.service import UsageService
+from meterd.workers.sink import Sink
+
+log = logging.getLogger(__name__)
+
+
+def metadata_engine(settings: Settings) -> Engine:
+    url = settings.storage.metadata_dsn()
+    if url.startswith("sqlite"):
+        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    upgrade(engine)
+    return engine
+
+
+def key_service(settings: Settings, engine: Engine) -> KeyService:
+    return KeyService(SQLApiKeyStore(engine), settings.api_keys, settings.namespace)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    journal: SQLiteJournal
+    store: ClickHouseEventStore
+    sink: Sink
+    meters: MeterService
+    customers: CustomerService
+    usage: UsageService
+    keys: KeyService
+    started: bool = field(default=False)
+
+    def start(self) -> None:
+        self.sink.start()
+        self.started = True
+
+    def close(self) -> None:
+        self.journal.close()
+        self.sink.stop(drain=True)
+        self.store.close()
+        self.engine.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = metadata_engine(settings)
+    store = ClickHouseEventStore(settings.storage.event_store_dsn())
+    journal = SQLiteJournal(
+        settings.storage.journal_path(),
+        dedup_window=settings.ingest.dedup_window,
+        max_queued_events=settings.ingest.max_queued_events,
+        max_commit_events=settings.ingest.max_commit_events,
+        max_lag_events=settings.sink.max_lag_events,
+    )
+    sink = Sink(
+        journal,
+        store,
+        min_batch=settings.sink.min_batch,
+        max_wait_s=settings.sink.max_wait.total_seconds(),
+        max_batch=settings.sink.max_batch,
+    )
+    customers = CustomerService(SQLCustomerStore(engine), SQLSubjectStore(engine))
+    meters = MeterService(SQLMeterStore(engine), store.check_json_path)
+    usage = UsageService(store, customers.subject_map)
+    services = Services(settings, engine, journal, store, sink, meters, customers, usage, key_service(settings, engine))
+    provision_meters(services)
+    return services
+
+
+def provision_meters(services: Services) -> None:
+    """Create the config file's meters in the default namespace; an existing meter that differs is an error."""
+    namespace = services.settings.namespace
+    for spec in services.settings.meters:
+        existing = services.meters.list(namespace)
+        current = next((m for m in existing if m.slug == spec.slug), None)
+        if current is not None:
+            same = (
+                current.aggregation.value == spec.aggregation
+                and current.event_type == spec.eventType
+                and current.value_property == spec.valueProperty
+                and current.group_by == spec.groupBy
+            )
+            if not same:
+                raise ConflictError(f"meter {spec.slug!r} from the config differs from the stored meter")
+            continue
+        services.meters.create(
+            namespace,
+            MeterCreateInput(
+                slug=spec.slug,
+                aggregation=spec.aggregation,
+                event_type=spec.eventType,
+                name=spec.name,
+                description=spec.description,
+                value_property=spec.valueProperty,
+                group_by=spec.groupBy,
+                event_from=spec.eventFrom,
+            ),
+        )
+        log.info("provisioned meter %s from the config", spec.slug)

@@ -1,0 +1,123 @@
+"""meterd's own OpenAPI document, generated from its routes and wire types at request time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import meterd
+from meterd.http import wire
+from meterd.ingest.events import CloudEvent
+
+# handler name -> (summary, request body type, success status, success media type)
+_OPS: dict[str, tuple[str, Any, int, str]] = {
+    "ingest": ("Ingest CloudEvents (one, a batch, or JSON)", CloudEvent | list[CloudEvent], 204, ""),
+    "list_events": ("List ingested events (newest first)", None, 200, "application/json"),
+    "list_events_v2": ("List ingested events with cursor paging", None, 200, "application/json"),
+    "list_meters": ("List meters", None, 200, "application/json"),
+    "create_meter": ("Create a meter", wire.MeterCreateBody, 201, "application/json"),
+    "get_meter": ("Get a meter by id or slug", None, 200, "application/json"),
+    "update_meter": (
+        "Replace a meter's name, description, metadata and group-bys",
+        wire.MeterUpdateBody,
+        200,
+        "application/json",
+    ),
+    "delete_meter": ("Delete a meter (soft)", None, 204, ""),
+    "query_meter": (
+        "Query a meter (JSON, or CSV with Accept: text/csv)",
+        wire.MeterQueryBody,
+        200,
+        "application/json",
+    ),
+    "meter_subjects": ("Distinct subjects of a meter's events", None, 200, "application/json"),
+    "group_by_values": ("Distinct values of one group-by of a meter", None, 200, "application/json"),
+    "list_customers": ("List customers", None, 200, "application/json"),
+    "create_customer": ("Create a customer", wire.CustomerBody, 201, "application/json"),
+    "get_customer": ("Get a customer by id or key", None, 200, "application/json"),
+    "replace_customer": ("Replace a customer", wire.CustomerBody, 200, "application/json"),
+    "delete_customer": ("Delete a customer (soft)", None, 204, ""),
+    "list_subjects": ("List subjects", None, 200, "application/json"),
+    "upsert_subjects": ("Create or update subjects", list[wire.SubjectUpsertBody], 200, "application/json"),
+    "get_subject": ("Get a subject", None, 200, "application/json"),
+    "delete_subject": ("Delete a subject", None, 204, ""),
+    "healthz": ("Liveness", None, 200, "application/json"),
+    "readyz": ("Readiness of journal, event store and sink", None, 200, "application/json"),
+    "metrics": ("Prometheus metrics", None, 200, "text/plain"),
+    "debug_metrics": ("Events per subject since UTC midnight (OpenMetrics)", None, 200, "text/plain"),
+}
+
+_PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "extensions": {"type": "object"},
+    },
+}
+
+
+def document(app_routes: list[Any]) -> dict[str, Any]:
+    body_types = [spec[1] for spec in _OPS.values() if spec[1] is not None]
+    schemas, components = msgspec.json.schema_components(body_types, ref_template="#/components/schemas/{name}")
+    components["Problem"] = _PROBLEM
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app_routes:
+        if not isinstance(route, Route) or route.endpoint.__name__ not in _OPS:
+            continue
+        summary, body, status, media = _OPS[route.endpoint.__name__]
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            op: dict[str, Any] = {
+                "operationId": route.endpoint.__name__
+                if len(route.methods or ()) <= 2
+                else f"{route.endpoint.__name__}_{method.lower()}",
+                "summary": summary,
+                "responses": {
+                    str(status): {
+                        "description": "success",
+                        **({"content": {media: {"schema": {}}}} if media else {}),
+                    },
+                    "default": {
+                        "description": "problem",
+                        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                    },
+                },
+            }
+            params = route.param_convertors.keys()
+            if params:
+                op["parameters"] = [
+                    {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params
+                ]
+            if body is not None and method in ("POST", "PUT"):
+                schema = schemas[body_types.index(body)]
+                op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+            path = route.path
+            paths.setdefault(path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "meterd",
+            "version": meterd.__version__,
+            "description": "Usage metering, compatible with OpenMeter's v1 API.",
+        },
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+async def openapi(request: Request) -> Response:
+    return wire.json_response(document(request.app.router.routes))
+
+
+routes = [
+    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+    Route("/api/swagger.json", openapi, methods=["GET"]),
+]

@@ -1,0 +1,167 @@
+"""One typed settings tree, read once at start-up from (lowest to highest) defaults, a YAML file,
+`METERD_*` environment variables (nested with `__`, e.g. METERD_SERVER__PORT) and command-line flags.
+
+Every field here is documented in docs/settings.md; a test fails when one is not."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address to bind. Loopback by default.")
+    port: int = Field(8888, ge=0, le=65535, description="TCP port (OpenMeter's default, 8888).")
+    insecure_no_auth: bool = Field(
+        False, description="Allow binding a non-loopback address with no API key configured."
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted (after gunzip); larger is 413."
+    )
+    access_log: bool = Field(False, description="Log every HTTP request.")
+
+
+class StorageSettings(BaseModel):
+    data_dir: Path = Field(Path("meterd-data"), description="Directory holding all embedded-mode data.")
+    event_store: str | None = Field(
+        None,
+        description="ClickHouse DSN for the event store: chdb:///path (in-process, the default "
+        "chdb://<data_dir>/events) or http(s)://user:pass@host:8123/db.",
+    )
+    metadata_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL for metadata (meters, customers, keys). Default sqlite:///<data_dir>/metadata.db.",
+    )
+
+    def event_store_dsn(self) -> str:
+        return self.event_store or f"chdb://{self.data_dir.resolve() / 'events'}"
+
+    def metadata_dsn(self) -> str:
+        return self.metadata_url or f"sqlite:///{self.data_dir.resolve() / 'metadata.db'}"
+
+    def journal_path(self) -> Path:
+        return self.data_dir.resolve() / "journal.db"
+
+
+class IngestSettings(BaseModel):
+    dedup_window: timedelta = Field(
+        timedelta(days=32),
+        description="How long an event's (namespace, source, id) is remembered to drop retries "
+        "(ISO 8601 duration like P32D, or seconds).",
+    )
+    max_batch_events: int = Field(10_000, ge=1, description="Most events accepted in one request (413 above).")
+    max_queued_events: int = Field(
+        200_000,
+        ge=100,
+        description="Events waiting for the journal's group commit before new requests get 503 + Retry-After.",
+    )
+    max_commit_events: int = Field(20_000, ge=1, description="Most events written in one journal commit.")
+
+
+class SinkSettings(BaseModel):
+    min_batch: int = Field(5_000, ge=1, description="Flush to the event store once this many events are waiting...")
+    max_wait: timedelta = Field(
+        timedelta(milliseconds=200), description="...or once the oldest waiting event is this old."
+    )
+    max_batch: int = Field(100_000, ge=1, description="Most events in one event-store insert.")
+    max_lag_events: int = Field(
+        2_000_000,
+        ge=1000,
+        description="Journal depth (events not yet in the event store) above which ingest answers 503.",
+    )
+
+
+class MeterConfig(BaseModel):
+    """A meter declared in the config file; created at start-up in the default namespace if missing."""
+
+    slug: str
+    eventType: str
+    aggregation: str
+    name: str | None = None
+    description: str | None = None
+    valueProperty: str | None = None
+    groupBy: dict[str, str] = Field(default_factory=dict)
+    eventFrom: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="METERD_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    namespace: str = Field("default", description="Namespace used by requests whose API key names none.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="API keys accepted besides those created with `meterd keys create` (comma-separated in "
+        "METERD_API_KEYS). Keys from here belong to the default namespace.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    sink: SinkSettings = Field(default_factory=SinkSettings)  # type: ignore[arg-type]
+    meters: list[MeterConfig] = Field(default_factory=list, description="Meters provisioned at start-up.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.sink.min_batch > self.sink.max_batch:
+            raise ValueError("sink.min_batch must not exceed sink.max_batch")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_config_file))
+        return tuple(sources)
+
+
+_config_file: Path | None = None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings tree. `overrides` are nested dicts from command-line flags (None = not given)."""
+    global _config_file
+    _config_file = Path(config_file) if config_file else None
+    if _config_file is not None and not _config_file.is_file():
+        raise FileNotFoundError(f"config file not found: {_config_file}")
+    try:
+        return Settings(**_prune(overrides))
+    finally:
+        _config_file = None
+
+
+def _prune(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = _prune(value)
+            if value:
+                out[key] = value
+        elif value is not None:
+            out[key] = value
+    return out
