@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -19,7 +19,13 @@ from pydantic_settings import (
 )
 
 
-class ServerSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings section: a misspelt key is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
     host: str = Field("127.0.0.1", description="Address to bind. Loopback by default.")
     port: int = Field(8888, ge=0, le=65535, description="TCP port (OpenMeter's default, 8888).")
     insecure_no_auth: bool = Field(
@@ -31,7 +37,7 @@ class ServerSettings(BaseModel):
     access_log: bool = Field(False, description="Log every HTTP request.")
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(_Section):
     data_dir: Path = Field(Path("meterd-data"), description="Directory holding all embedded-mode data.")
     event_store: str | None = Field(
         None,
@@ -53,7 +59,7 @@ class StorageSettings(BaseModel):
         return self.data_dir.resolve() / "journal.db"
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(_Section):
     dedup_window: timedelta = Field(
         timedelta(days=32),
         description="How long an event's (namespace, source, id) is remembered to drop retries "
@@ -63,12 +69,12 @@ class IngestSettings(BaseModel):
     max_queued_events: int = Field(
         200_000,
         ge=100,
-        description="Events waiting for the journal's group commit before new requests get 503 + Retry-After.",
+        description="Events waiting for the journal's group commit before new requests get 429 + Retry-After.",
     )
     max_commit_events: int = Field(20_000, ge=1, description="Most events written in one journal commit.")
 
 
-class SinkSettings(BaseModel):
+class SinkSettings(_Section):
     min_batch: int = Field(5_000, ge=1, description="Flush to the event store once this many events are waiting...")
     max_wait: timedelta = Field(
         timedelta(milliseconds=200), description="...or once the oldest waiting event is this old."
@@ -81,7 +87,7 @@ class SinkSettings(BaseModel):
     )
 
 
-class MeterConfig(BaseModel):
+class MeterConfig(_Section):
     """A meter declared in the config file; created at start-up in the default namespace if missing."""
 
     slug: str
