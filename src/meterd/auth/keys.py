@@ -39,7 +39,9 @@ class ApiKeyStore(Protocol):
 
     def revoke(self, id_or_prefix: str, at: datetime) -> ApiKey | None: ...
 
-    def count_active(self) -> int: ...
+    def count(self) -> int:
+        """Keys ever created, revoked ones included."""
+        ...
 
 
 def digest(secret: str) -> str:
@@ -52,8 +54,9 @@ class KeyService:
         self._static = {digest(k): default_namespace for k in static_keys}
 
     def enabled(self) -> bool:
-        """Is authentication on? It is as soon as one key exists."""
-        return bool(self._static) or self._store.count_active() > 0
+        """Is authentication on? It is as soon as one key has been created (revoking the last key does
+        not open the server) or one is configured."""
+        return bool(self._static) or self._store.count() > 0
 
     def create(self, namespace: str, name: str) -> tuple[ApiKey, str]:
         secret = PREFIX + secrets.token_urlsafe(32)

@@ -54,10 +54,6 @@ class SQLApiKeyStore:
             conn.execute(update(api_keys).where(api_keys.c.id == row.id).values(revoked_at=at))
         return _key(row)
 
-    def count_active(self) -> int:
+    def count(self) -> int:
         with self._engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
-                ).scalar_one()
-            )
+            return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
