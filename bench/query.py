@@ -1,0 +1,159 @@
+"""Query benchmark on a large event set: load N synthetic LLM-usage events (10,000 customers, Zipf) into a
+real `meterd serve` over HTTP, watch its memory, then time the three queries the issue names.
+
+    .venv/bin/python -m bench.query --events 10000000                    # load + query (fresh data dir)
+    .venv/bin/python -m bench.query --data-dir /tmp/meterd-10m --events 10000000   # reuse a loaded dir
+
+Prints events/s while loading, the server's peak RSS, and the median of 5 runs (after one warm-up) of:
+(a) one customer's month, hourly, grouped by model; (b) all customers' month grouped by subject;
+(c) one customer's month in daily Europe/Budapest windows. Results also go to bench/results/query.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.data import EVENT_TYPE, TOP_CUSTOMER, events
+from tests.conftest import Server
+
+MONTH = {"from": "2026-10-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"}
+QUERIES = {
+    "one customer, month, hourly, by model": {
+        **MONTH,
+        "subject": TOP_CUSTOMER,
+        "windowSize": "HOUR",
+        "groupBy": "model",
+    },
+    "all customers, month, by subject": {**MONTH, "groupBy": "subject"},
+    "one customer, daily, Europe/Budapest": {
+        **MONTH,
+        "subject": TOP_CUSTOMER,
+        "windowSize": "DAY",
+        "windowTimeZone": "Europe/Budapest",
+    },
+}
+
+
+class RssWatch(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak_kib, self.stop = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.25):
+            try:
+                text = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            kib = int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS:")))
+            self.peak_kib = max(self.peak_kib, kib)
+
+
+async def _load(port: int, total: int, connections: int, chunk: int) -> float:
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=connections * 4)
+
+    async def produce() -> None:
+        for batch in events(total, chunk=chunk):
+            await queue.put(json.dumps(batch).encode())
+        for _ in range(connections):
+            await queue.put(None)
+
+    async def send() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (body := await queue.get()) is not None:
+            while True:
+                writer.write(
+                    b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/cloudevents-batch+json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                status = int((await reader.readline()).split()[1])
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if length:
+                    await reader.readexactly(length)
+                if status == 204:
+                    break
+                await asyncio.sleep(0.2)  # 429/503: back off and resend the same batch (dedup makes it safe)
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(produce(), *(send() for _ in range(connections)))
+    return time.perf_counter() - started
+
+
+def _count(api: httpx.Client) -> float:
+    rows = api.get("/api/v1/meters/bench_calls/query").json()["data"]
+    return rows[0]["value"] if rows else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--data-dir", type=Path, help="keep the data here (reused when already loaded)")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--chunk", type=int, default=1000, help="events per ingest request while loading")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    tmp = None
+    if args.data_dir is None:
+        tmp = tempfile.TemporaryDirectory()
+        args.data_dir = Path(tmp.name) / "data"
+    server = Server(args.data_dir).start(timeout=300)
+    assert server.process is not None
+    watch = RssWatch(server.process.pid)
+    watch.start()
+    results: dict[str, object] = {"events": args.events}
+    try:
+        with httpx.Client(base_url=server.url, timeout=300) as api:
+            for slug, body in (
+                (
+                    "bench_tokens",
+                    {"aggregation": "SUM", "valueProperty": "$.total_tokens", "groupBy": {"model": "$.model"}},
+                ),
+                ("bench_calls", {"aggregation": "COUNT"}),
+            ):
+                api.post("/api/v1/meters", json={"slug": slug, "eventType": EVENT_TYPE, **body})
+            if _count(api) < args.events:
+                seconds = asyncio.run(_load(server.port, args.events, args.connections, args.chunk))
+                while _count(api) < args.events:
+                    time.sleep(0.5)
+                results["load_events_per_s"] = round(args.events / seconds)
+                print(f"loaded {args.events:,} events in {seconds:.0f} s: {args.events / seconds:,.0f} events/s")
+            assert _count(api) == args.events, f"expected exactly {args.events} events, got {_count(api)}"
+            for name, params in QUERIES.items():
+                api.get("/api/v1/meters/bench_tokens/query", params=params)  # warm-up
+                times = []
+                for _ in range(args.runs):
+                    started = time.perf_counter()
+                    response = api.get("/api/v1/meters/bench_tokens/query", params=params)
+                    times.append((time.perf_counter() - started) * 1000)
+                    assert response.status_code == 200 and response.json()["data"], response.text
+                median = statistics.median(times)
+                results[name] = round(median, 1)
+                rows = len(response.json()["data"])
+                print(f"{name}: median {median:.1f} ms (min {min(times):.1f}, max {max(times):.1f}; {rows} rows)")
+    finally:
+        watch.stop.set()
+        server.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    results["peak_rss_mib"] = round(watch.peak_kib / 1024)
+    print(f"server peak RSS: {watch.peak_kib / 1024:,.0f} MiB")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "query.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
