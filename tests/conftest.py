@@ -44,8 +44,17 @@ class Server:
         env = {**os.environ, "METERD_LOG_LEVEL": "warning", **self.env}
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-{self.port}.log"
         log = self.log_path.open("ab")
-        cmd = [sys.executable, "-m", "meterd.cli.main", "serve", "--data-dir", str(self.data_dir),
-               "--port", str(self.port), *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "meterd.cli.main",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -110,12 +119,35 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
-def event(id_: str | None = None, *, type_: str, subject: str = "customer-1", source: str = "tests",
-          time_: str | None = None, data: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"specversion": "1.0", "id": id_ or uuid.uuid4().hex, "source": source,
-                            "type": type_, "subject": subject}
+def event(
+    id_: str | None = None,
+    *,
+    type_: str,
+    subject: str = "customer-1",
+    source: str = "tests",
+    time_: str | None = None,
+    data: Any = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": id_ or uuid.uuid4().hex,
+        "source": source,
+        "type": type_,
+        "subject": subject,
+    }
     if time_ is not None:
         body["time"] = time_
     if data is not None:
         body["data"] = data
     return body
+
+
+@pytest.fixture(scope="session")
+def event_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An in-process event store (chDB). chDB hosts one engine path per process: every in-process test
+    shares this one and keeps apart by namespace."""
+    from meterd.backends.clickhouse.store import ClickHouseEventStore
+
+    store = ClickHouseEventStore(f"chdb://{tmp_path_factory.mktemp('chdb') / 'events'}")
+    yield store
+    store.close()

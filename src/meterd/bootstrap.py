@@ -17,6 +17,7 @@ from meterd.backends.sql.migrate import upgrade
 from meterd.backends.sqlite.journal import SQLiteJournal
 from meterd.core.errors import ConflictError
 from meterd.customers.service import CustomerService
+from meterd.meters.model import Meter
 from meterd.meters.service import MeterCreateInput, MeterService
 from meterd.settings import Settings
 from meterd.usage.service import UsageService
@@ -91,11 +92,16 @@ def build_services(settings: Settings) -> Services:
         max_batch=settings.sink.max_batch,
     )
     customers = CustomerService(SQLCustomerStore(engine), SQLSubjectStore(engine))
-    meters = MeterService(SQLMeterStore(engine), store.check_json_path)
+    meters = MeterService(SQLMeterStore(engine), store.check_json_path, store.rollups)
     usage = UsageService(store, customers.subject_map)
     services = Services(settings, engine, journal, store, sink, meters, customers, usage, key_service(settings, engine))
     provision_meters(services)
+    store.rollups.sync(_all_live_meters(engine))
     return services
+
+
+def _all_live_meters(engine: Engine) -> list[Meter]:
+    return SQLMeterStore(engine).all_live()
 
 
 def provision_meters(services: Services) -> None:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol
 
 from meterd.core.errors import NotFoundError, ProblemCollector
 from meterd.core.ids import new_ulid
@@ -36,10 +37,21 @@ class MeterUpdateInput:
     metadata: dict[str, str] | None = None
 
 
+class MeterListener(Protocol):
+    """Told after a meter is saved or deleted (the event store keeps a rollup per meter)."""
+
+    def ensure(self, meter: Meter) -> None: ...
+
+    def drop(self, meter: Meter) -> None: ...
+
+
 class MeterService:
-    def __init__(self, store: MeterStore, json_path_ok: Callable[[str], bool]) -> None:
+    def __init__(
+        self, store: MeterStore, json_path_ok: Callable[[str], bool], listener: MeterListener | None = None
+    ) -> None:
         self._store = store
         self._json_path_ok = json_path_ok
+        self._listener = listener
         self._cache: dict[tuple[str, str], Meter] = {}
         self._lock = threading.Lock()
 
@@ -104,6 +116,8 @@ class MeterService:
             updated_at=now,
         )
         self._store.insert(meter)
+        if self._listener is not None:
+            self._listener.ensure(meter)
         return meter
 
     def update(self, namespace: str, id_or_slug: str, data: MeterUpdateInput) -> Meter:
@@ -123,6 +137,8 @@ class MeterService:
         )
         self._store.update(updated)
         self._forget(meter)
+        if self._listener is not None:
+            self._listener.ensure(updated)
         return updated
 
     def delete(self, namespace: str, id_or_slug: str) -> None:
@@ -132,6 +148,8 @@ class MeterService:
         if meter.deleted_at is None:
             self._store.update(replace(meter, deleted_at=utcnow()))
         self._forget(meter)
+        if self._listener is not None:
+            self._listener.drop(meter)
 
     def _forget(self, meter: Meter) -> None:
         with self._lock:

@@ -11,8 +11,9 @@ from typing import Any
 from meterd.core.errors import ProblemCollector, ValidationError
 from meterd.core.timeutil import zone
 from meterd.meters.model import Meter, WindowSize
-from meterd.usage.builder import build
+from meterd.usage.builder import EVENTS_TABLE, build
 from meterd.usage.query import FILTER_OPS, LIST_OPS, LOGIC_OPS, FilterString, MeterQuery, UsageRow
+from meterd.usage.rollup import build_rollup
 from meterd.usage.store import EventReader
 
 MAX_LIST = 100
@@ -145,7 +146,10 @@ class UsageService:
 
     def query(self, meter: Meter, req: QueryRequest) -> QueryResult:
         logical = self.compile(meter, req)
-        compiled = build(logical)
+        rollup = self._reader.rollup_for(meter)
+        compiled = build_rollup(logical, rollup, EVENTS_TABLE) if rollup is not None else None
+        if compiled is None:
+            compiled = build(logical)
         rows = self._reader.run(compiled)
         out: list[UsageRow] = []
         for row in rows:

@@ -8,7 +8,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from meterd.ingest.journal import JournalBatch
+from meterd.meters.model import Meter
 from meterd.usage.builder import CompiledQuery
+from meterd.usage.rollup import Rollup
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class EventWriter(Protocol):
 
 class EventReader(Protocol):
     def run(self, query: CompiledQuery) -> list[tuple[Any, ...]]: ...
+
+    def rollup_for(self, meter: Meter) -> Rollup | None:
+        """The meter's rollup when it is ready to answer queries."""
+        ...
 
     def list_events(self, flt: EventFilter) -> list[StoredEvent]: ...
 

@@ -76,6 +76,11 @@ class SQLMeterStore:
             row = conn.execute(query).first()
         return _meter(row) if row else None
 
+    def all_live(self) -> list[Meter]:
+        """Every live meter of every namespace (the event store keeps their rollups)."""
+        with self._engine.connect() as conn:
+            return [_meter(row) for row in conn.execute(select(meters).where(meters.c.deleted_at.is_(None)))]
+
     def list(self, namespace: str, include_deleted: bool = False) -> list[Meter]:
         query = select(meters).where(meters.c.namespace == namespace)
         if not include_deleted:
