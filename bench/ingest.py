@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+
 from tests.conftest import Server
 
 
