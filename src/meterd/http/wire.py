@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -192,11 +193,12 @@ def subject_json(s: Subject) -> dict[str, Any]:
 
 def usage_json(result: QueryResult) -> dict[str, Any]:
     data = []
+    edge = lru_cache(maxsize=None)(format_rfc3339)  # window edges repeat across rows
     for row in result.rows:
         item: dict[str, Any] = {
             "value": row.value,
-            "windowStart": format_rfc3339(row.window_start),
-            "windowEnd": format_rfc3339(row.window_end),
+            "windowStart": edge(row.window_start),
+            "windowEnd": edge(row.window_end),
             "subject": row.subject,
             "groupBy": row.group_by,
         }

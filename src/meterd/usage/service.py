@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from meterd.core.errors import ProblemCollector, ValidationError
@@ -193,5 +194,7 @@ def _window(req: QueryRequest, problems: ProblemCollector) -> tuple[WindowSize |
     return window, tz_name
 
 
+@lru_cache(maxsize=65_536)
 def _utc(seconds: int) -> datetime:
+    """Window edges repeat across rows: build each datetime once."""
     return datetime.fromtimestamp(int(seconds), UTC)
