@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -11,11 +12,26 @@ from starlette.routing import Route
 
 import meterd
 from meterd.http import wire
-from meterd.ingest.events import CloudEvent
+from meterd.ingest.events import NonEmpty
+
+
+class Event(msgspec.Struct):
+    """A CloudEvent as meterd accepts it (the decoder keeps `data` as raw JSON; this is its documented shape)."""
+
+    id: NonEmpty
+    source: NonEmpty
+    specversion: str
+    type: NonEmpty
+    subject: NonEmpty
+    time: datetime | None = None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    data: dict[str, Any] | None = None
+
 
 # handler name -> (summary, request body type, success status, success media type)
 _OPS: dict[str, tuple[str, Any, int, str]] = {
-    "ingest": ("Ingest CloudEvents (one, a batch, or JSON)", CloudEvent | list[CloudEvent], 204, ""),
+    "ingest": ("Ingest CloudEvents (one, a batch, or JSON)", Event | list[Event], 204, ""),
     "list_events": ("List ingested events (newest first)", None, 200, "application/json"),
     "list_events_v2": ("List ingested events with cursor paging", None, 200, "application/json"),
     "list_meters": ("List meters", None, 200, "application/json"),
