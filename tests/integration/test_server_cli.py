@@ -154,3 +154,33 @@ def test_cli_client_commands(tmp_path: Path, server: Server, unique) -> None:
     assert slug in [m["slug"] for m in listed]
     table = _run("meters", "list", env={**env, "COLUMNS": "200"}).stdout
     assert slug in table
+
+
+def test_namespaces_are_isolated_by_key(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    key_a = _run("keys", "create", "--namespace", "alpha", "--data-dir", str(data)).stdout.strip()
+    key_b = _run("keys", "create", "--namespace", "beta", "--data-dir", str(data)).stdout.strip()
+    server = Server(data).start()
+    try:
+        a = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key_a}"})
+        b = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key_b}"})
+        meter = {"slug": "calls", "eventType": "call", "aggregation": "COUNT"}
+        assert a.post("/api/v1/meters", json=meter).status_code == 201
+        assert b.get("/api/v1/meters/calls").status_code == 404
+        assert b.post("/api/v1/meters", json=meter).status_code == 201  # same slug, other namespace
+        assert a.post("/api/v1/events", json=[event(type_="call") for _ in range(3)]).status_code == 204
+        assert b.post("/api/v1/events", json=[event(type_="call")]).status_code == 204
+        assert a.post("/api/v1/customers", json={"name": "A", "key": "cust"}).status_code == 201
+        assert b.get("/api/v1/customers/cust").status_code == 404
+
+        def total(client: httpx.Client) -> float:
+            rows = client.get("/api/v1/meters/calls/query").json()["data"]
+            return rows[0]["value"] if rows else 0
+
+        wait_for(lambda: total(a) == 3 and total(b) == 1, timeout=10)
+        assert {e["event"]["type"] for e in b.get("/api/v1/events").json()} == {"call"}
+        assert len(b.get("/api/v1/events").json()) == 1
+        a.close()
+        b.close()
+    finally:
+        server.stop()
