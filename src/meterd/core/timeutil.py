@@ -50,10 +50,11 @@ def _bad(field: str, value: str) -> str:
 def format_rfc3339(dt: datetime) -> str:
     """UTC, `Z` suffix, milliseconds only when they are not zero (like Go's time.Time JSON, trimmed)."""
     dt = dt.astimezone(UTC)
+    # not strftime: glibc's %Y does not pad years before 1000 to four digits ("1-01-01T...")
+    text = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
     if dt.microsecond:
-        text = dt.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0")
-        return text + "Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{text}.{dt.microsecond:06d}".rstrip("0") + "Z"
+    return text + "Z"
 
 
 def zone(name: str | None, field: str = "windowTimeZone") -> ZoneInfo:
@@ -62,5 +63,5 @@ def zone(name: str | None, field: str = "windowTimeZone") -> ZoneInfo:
         return ZoneInfo("UTC")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, IsADirectoryError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory, or a name too long
         raise ValidationError(f"{field}: invalid time zone {name!r}") from None

@@ -12,6 +12,7 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from meterd.core import errors
 
@@ -68,7 +69,19 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     detail = exc.detail if exc.detail != HTTPStatus(exc.status_code).phrase else _DEFAULT.get(exc.status_code, "")
-    return problem(exc.status_code, detail or HTTPStatus(exc.status_code).phrase, request, exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return problem(exc.status_code, detail or HTTPStatus(exc.status_code).phrase, request, headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method served on the path: Starlette's own Allow names only the first route that matched it."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(request.scope["path"]):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 _DEFAULT = {404: "no such route", 405: "method not allowed on this route"}

@@ -189,7 +189,7 @@ class MeterService:
         try:
             return parse_rfc3339(value, "eventFrom")
         except Exception as exc:
-            problems.add("eventFrom", str(exc))
+            problems.add("eventFrom", str(exc).removeprefix("eventFrom: "))
             return None
 
 

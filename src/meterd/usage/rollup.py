@@ -24,6 +24,7 @@ from meterd.usage.builder import CompiledQuery, _Params, _window_end, _window_st
 from meterd.usage.query import MeterQuery
 
 HOUR = timedelta(hours=1)
+_LAST_HOUR = datetime.max.replace(tzinfo=UTC) - HOUR
 
 # value state type and merge function per aggregation (COUNT needs no state: the row count is the value)
 STATE = {
@@ -93,6 +94,8 @@ def build_rollup(query: MeterQuery, rollup: Rollup, events_table: str) -> Compil
     """The query answered from the rollup plus raw edges, or None when the raw builder should answer."""
     if not usable(query):
         return None
+    if query.start is not None and query.start > _LAST_HOUR:
+        return None  # its next whole hour is past what datetime can hold: the raw builder answers
     first_hour = _ceil_hour(query.start) if query.start is not None else None
     end_hour = query.end.replace(minute=0, second=0, microsecond=0) if query.end is not None else None
     if first_hour is not None and end_hour is not None and first_hour >= end_hour:
