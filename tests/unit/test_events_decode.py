@@ -72,3 +72,23 @@ def test_a_bad_event_in_a_batch_names_its_index() -> None:
 def test_empty_batch_is_rejected() -> None:
     with pytest.raises(ValidationError, match="no events"):
         decode(b"[]", BATCH)
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "2100-01-01T00:00:00Z"])
+def test_times_outside_the_store_range_are_refused(moment: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        decode(GOOD.replace(b"2026-11-23T07:27:46.546345+00:00", moment.encode()), SINGLE)
+    assert info.value.problems[0].field == "$.time"
+
+
+def test_range_edges_are_accepted() -> None:
+    for moment in (b"1970-01-01T00:00:00Z", b"2099-12-31T23:59:59.999999Z"):
+        assert decode(GOOD.replace(b"2026-11-23T07:27:46.546345+00:00", moment), SINGLE)
+
+
+def test_rfc3339_pads_early_years() -> None:
+    from datetime import UTC, datetime
+
+    from meterd.core.timeutil import format_rfc3339
+
+    assert format_rfc3339(datetime(99, 1, 2, 3, 4, 5, 250000, tzinfo=UTC)) == "0099-01-02T03:04:05.25Z"

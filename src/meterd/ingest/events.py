@@ -48,6 +48,11 @@ class EventRecord:
     data: bytes  # JSON text of an object, or b"null"
 
 
+# The event store keeps microseconds, and its time-window functions work from 1970 to 2106: an event outside
+# this range is refused at the door rather than silently clamped.
+MIN_TIME_US = 0
+MAX_TIME_US = 4_102_444_800_000_000  # 2100-01-01T00:00:00Z
+
 _single = msgspec.json.Decoder(CloudEvent)
 _batch = msgspec.json.Decoder(list[CloudEvent])
 _PATH = re.compile(r" - at `(\$[^`]*)`$")
@@ -110,6 +115,10 @@ def _record(event: CloudEvent, index: int | None, default_time: int) -> EventRec
         raise ValidationError(Problem(f"{where}.time", "time must be RFC 3339 with a UTC offset or Z"))
     else:
         time_us = to_us(event.time)
+        if not MIN_TIME_US <= time_us < MAX_TIME_US:
+            raise ValidationError(
+                Problem(f"{where}.time", "time must be between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z")
+            )
     return EventRecord(event.id, event.source, event.type, event.subject, time_us, data)
 
 
