@@ -154,6 +154,10 @@ def test_cli_client_commands(tmp_path: Path, server: Server, unique) -> None:
     assert slug in [m["slug"] for m in listed]
     table = _run("meters", "list", env={**env, "COLUMNS": "200"}).stdout
     assert slug in table
+    tail = _run("events", "tail", "--count", "3", "--interval", "0.1", env=env)
+    assert tail.returncode == 0, tail.stderr
+    tailed = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert len(tailed) == 3 and all("event" in item and "ingestedAt" in item for item in tailed)
 
 
 def test_namespaces_are_isolated_by_key(tmp_path: Path) -> None:
@@ -182,5 +186,34 @@ def test_namespaces_are_isolated_by_key(tmp_path: Path) -> None:
         assert len(b.get("/api/v1/events").json()) == 1
         a.close()
         b.close()
+    finally:
+        server.stop()
+
+
+def test_a_lagging_event_store_gets_503_with_retry_after(tmp_path: Path) -> None:
+    env = {"METERD_SINK__MAX_LAG_EVENTS": "1000", "METERD_SINK__MIN_BATCH": "100000", "METERD_SINK__MAX_WAIT": "PT600S"}
+    server = Server(tmp_path / "data", env=env).start()
+    try:
+        with httpx.Client(base_url=server.url) as api:
+            batch = [event(type_="lag") for _ in range(1001)]
+            assert api.post("/api/v1/events", json=batch).status_code == 204
+            refused = api.post("/api/v1/events", json=[event(type_="lag")])
+            assert refused.status_code == 503
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert int(refused.headers["retry-after"]) >= 1
+            assert api.get("/readyz").json()["journalDepth"] == 1001
+    finally:
+        server.stop()
+    # the acknowledged events were kept: a restart with a normal sink stores every one of them
+    server = Server(tmp_path / "data").start()
+    try:
+        with httpx.Client(base_url=server.url) as api:
+            api.post("/api/v1/meters", json={"slug": "lag", "eventType": "lag", "aggregation": "COUNT"})
+
+            def total() -> float:
+                rows = api.get("/api/v1/meters/lag/query").json()["data"]
+                return rows[0]["value"] if rows else 0
+
+            assert wait_for(lambda: total() == 1001, timeout=10)
     finally:
         server.stop()
