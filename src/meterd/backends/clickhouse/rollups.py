@@ -13,10 +13,12 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from clickhouse_connect.driver.binding import format_query_value
 from clickhouse_connect.driver.client import Client
 
+from meterd.core.ids import new_ulid
 from meterd.meters.model import Aggregation, Meter
 from meterd.usage.rollup import STATE, Rollup, group_columns, state_expression
 
@@ -27,8 +29,10 @@ def _lit(value: str) -> str:
     return str(format_query_value(value))
 
 
-def rollup_names(database: str, meter: Meter) -> tuple[str, str]:
-    base = f"rollup_{meter.id.lower()}"
+def rollup_names(database: str, meter_id: str, build: str) -> tuple[str, str]:
+    """Table and view of one build of a meter's rollup. Every build gets new names, so a query that
+    started on an older table is never pulled from under it; old tables go at the next start."""
+    base = f"rollup_{meter_id.lower()}_{build}"
     return f"{database}.{base}", f"{database}.{base}_mv"
 
 
@@ -87,9 +91,17 @@ def rollup_view_ddl(view: str, table: str, meter: Meter, events_table: str) -> s
 def state_table_ddl(database: str) -> str:
     return (
         f"CREATE TABLE IF NOT EXISTS {database}.rollup_state\n"
-        "(\n    meter_id String,\n    hash String,\n    ready UInt8,\n    at DateTime64(6, 'UTC') DEFAULT now64(6)\n)\n"
+        "(\n    meter_id String,\n    hash String,\n    build String,\n    ready UInt8,\n"
+        "    at DateTime64(6, 'UTC') DEFAULT now64(6)\n)\n"
         "ENGINE = ReplacingMergeTree(at)\nORDER BY meter_id"
     )
+
+
+@dataclass(frozen=True)
+class _Build:
+    digest: str  # the meter definition it aggregates
+    build: str  # names its table and view
+    ready: bool
 
 
 class RollupManager:
@@ -98,10 +110,12 @@ class RollupManager:
         self._lock = lock  # the store's write lock: the sink waits while a rollup is built
         self._database = database
         self._events = events_table
-        self._ready: dict[str, tuple[str, Rollup]] = {}  # meter id -> (hash, rollup)
+        self._ready: dict[str, tuple[str, Rollup]] = {}  # meter id -> (definition hash, rollup)
+        self._wanted: dict[str, str] = {}  # meter id -> hash of the definition to build
+        self._builds: list[threading.Thread] = []
         self._client.command(state_table_ddl(database))
-        rows = self._client.query(f"SELECT meter_id, hash, ready FROM {database}.rollup_state FINAL").result_rows
-        self._recorded = {meter_id: (h, bool(ready)) for meter_id, h, ready in rows if h}
+        rows = self._client.query(f"SELECT meter_id, hash, build, ready FROM {database}.rollup_state FINAL").result_rows
+        self._recorded = {m: _Build(h, b, bool(r)) for m, h, b, r in rows if h}
 
     def ready(self, meter: Meter) -> Rollup | None:
         entry = self._ready.get(meter.id)
@@ -110,49 +124,92 @@ class RollupManager:
         return entry[1]
 
     def sync(self, live: Iterable[Meter]) -> None:
-        """At start-up: build what is missing or stale, drop rollups of meters that are gone."""
+        """At start-up: build what is missing or stale, and drop every rollup table or view that no live
+        meter's current build uses (meters deleted or redefined, builds cut short by a crash)."""
         live = list(live)
         for meter in live:
             self.ensure(meter)
-        known = {m.id for m in live}
-        for meter_id in list(self._recorded):
-            if meter_id not in known:
-                self._drop_by_id(meter_id)
+        with self._lock:
+            keep: set[str] = set()
+            for meter in live:
+                recorded = self._recorded.get(meter.id)
+                if recorded is not None:
+                    keep.update(rollup_names(self._database, meter.id, recorded.build))
+            rows = self._client.query(
+                "SELECT name, engine FROM system.tables WHERE database = {db:String} AND startsWith(name, 'rollup_0')",
+                parameters={"db": self._database},
+            ).result_rows
+            for name, engine in sorted(rows, key=lambda row: row[1] != "MaterializedView"):  # views first
+                if f"{self._database}.{name}" not in keep:
+                    kind = "VIEW" if engine == "MaterializedView" else "TABLE"
+                    self._client.command(f"DROP {kind} IF EXISTS {self._database}.{name}")
+            for meter_id in set(self._recorded) - {m.id for m in live}:
+                self._record(meter_id, _Build("", "", False))
+                self._recorded.pop(meter_id, None)
 
-    def ensure(self, meter: Meter) -> None:
+    def ensure(self, meter: Meter, wait: bool = False) -> None:
+        """Make the meter's rollup current. A build (a backfill over every stored event of the meter's type)
+        runs in the background unless `wait`; until it is ready, queries read raw events, which is exact."""
         digest = definition_hash(meter)
-        table, view = rollup_names(self._database, meter)
-        if self._recorded.get(meter.id) == (digest, True):
+        self._wanted[meter.id] = digest
+        recorded = self._recorded.get(meter.id)
+        if recorded is not None and recorded.digest == digest and recorded.ready:
+            table, _ = rollup_names(self._database, meter.id, recorded.build)
             self._ready[meter.id] = (digest, Rollup(table, group_columns(meter.group_by)))
             return
+        if wait:
+            self._build(meter, digest)
+            return
+        thread = threading.Thread(target=self._build_logged, args=(meter, digest), name="meterd-rollup", daemon=True)
+        self._builds = [t for t in self._builds if t.is_alive()] + [thread]
+        thread.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for background builds (tests, shutdown)."""
+        for thread in list(self._builds):
+            thread.join(timeout)
+
+    def _build_logged(self, meter: Meter, digest: str) -> None:
+        try:
+            self._build(meter, digest)
+        except Exception:
+            log.exception("building the rollup of meter %s failed; its queries read raw events", meter.slug)
+
+    def _build(self, meter: Meter, digest: str) -> None:
         with self._lock:
-            self._ready.pop(meter.id, None)
-            self._record(meter.id, digest, ready=False)
-            self._client.command(f"DROP VIEW IF EXISTS {view}")
-            self._client.command(f"DROP TABLE IF EXISTS {table}")
+            recorded = self._recorded.get(meter.id)
+            if self._wanted.get(meter.id) != digest:
+                return  # deleted or redefined meanwhile
+            if recorded is not None and recorded.digest == digest and recorded.ready:
+                return  # an earlier request built it already
+            build = new_ulid()[-10:].lower()
+            table, view = rollup_names(self._database, meter.id, build)
+            self._record(meter.id, _Build(digest, build, False))
+            if recorded is not None and recorded.build:
+                # stop feeding the previous build; queries already on its table may finish
+                self._client.command(f"DROP VIEW IF EXISTS {rollup_names(self._database, meter.id, recorded.build)[1]}")
             self._client.command(rollup_table_ddl(table, meter))
             self._client.command(rollup_view_ddl(view, table, meter, self._events))
             self._client.command(f"INSERT INTO {table}\n{rollup_select(meter, self._events)}")
-            self._record(meter.id, digest, ready=True)
-        self._ready[meter.id] = (digest, Rollup(table, group_columns(meter.group_by)))
+            self._record(meter.id, _Build(digest, build, True))
+            self._ready[meter.id] = (digest, Rollup(table, group_columns(meter.group_by)))
         log.info("rollup of meter %s (%s) is ready", meter.slug, meter.id)
 
     def drop(self, meter: Meter) -> None:
-        self._drop_by_id(meter.id)
-
-    def _drop_by_id(self, meter_id: str) -> None:
-        base = f"{self._database}.rollup_{meter_id.lower()}"
+        """Stop feeding the meter's rollup; its table stays for queries in flight until the next start."""
+        self._wanted.pop(meter.id, None)
         with self._lock:
-            self._ready.pop(meter_id, None)
-            self._client.command(f"DROP VIEW IF EXISTS {base}_mv")
-            self._client.command(f"DROP TABLE IF EXISTS {base}")
-            self._record(meter_id, "", ready=False)  # a tombstone: no mutations on the event store
-        self._recorded.pop(meter_id, None)
+            self._ready.pop(meter.id, None)
+            recorded = self._recorded.pop(meter.id, None)
+            if recorded is not None and recorded.build:
+                self._client.command(f"DROP VIEW IF EXISTS {rollup_names(self._database, meter.id, recorded.build)[1]}")
+            self._record(meter.id, _Build("", "", False))  # a tombstone: no mutations on the event store
+            self._recorded.pop(meter.id, None)
 
-    def _record(self, meter_id: str, digest: str, ready: bool) -> None:
+    def _record(self, meter_id: str, state: _Build) -> None:
         self._client.insert(
             f"{self._database}.rollup_state",
-            [[meter_id, digest, int(ready)]],
-            column_names=["meter_id", "hash", "ready"],
+            [[meter_id, state.digest, state.build, int(state.ready)]],
+            column_names=["meter_id", "hash", "build", "ready"],
         )
-        self._recorded[meter_id] = (digest, ready)
+        self._recorded[meter_id] = state
