@@ -83,7 +83,7 @@ def test_rollup_equals_raw(event_store: Any, aggregation: Aggregation) -> None:
     namespace, etype = f"ns_{uuid.uuid4().hex[:6]}", "usage"
     meter = _meter(namespace, etype, aggregation)
     event_store.write(_events(namespace, etype, 1500, rng, rng.randrange(1, 10**9)))  # before the rollup: backfill
-    event_store.rollups.ensure(meter)
+    event_store.rollups.ensure(meter, wait=True)
     event_store.write(_events(namespace, etype, 1500, rng, rng.randrange(10**9, 2 * 10**9)))  # through the view
     rollup = event_store.rollup_for(meter)
     assert rollup is not None
@@ -118,7 +118,7 @@ def test_rollup_equals_raw(event_store: Any, aggregation: Aggregation) -> None:
 
 def test_rollup_queries_refuse_minute_windows_and_half_hour_zones(event_store: Any) -> None:
     meter = _meter("ns_x", "usage", Aggregation.SUM)
-    event_store.rollups.ensure(meter)
+    event_store.rollups.ensure(meter, wait=True)
     rollup = event_store.rollup_for(meter)
     base = MeterQuery("ns_x", "usage", Aggregation.SUM, "$.v")
     assert build_rollup(MeterQuery(**{**base.__dict__, "window_size": WindowSize.MINUTE}), rollup, "events") is None
@@ -143,7 +143,7 @@ def test_hostile_meter_strings_cannot_escape_the_rollup_ddl(event_store: Any) ->
     )
     rows = [(7, hostile, "id1", "s", hostile, "u", to_us(BASE), b'{"v": 5}', to_us(BASE))]
     event_store.write(JournalBatch(7, 7, rows))
-    event_store.rollups.ensure(meter)
+    event_store.rollups.ensure(meter, wait=True)
     query = MeterQuery(namespace=hostile, event_type=hostile, aggregation=Aggregation.SUM, value_property="$.v")
     fast = build_rollup(query, event_store.rollup_for(meter), EVENTS_TABLE)
     assert fast is not None
