@@ -40,17 +40,23 @@ def events(total: int, customers: int = 10_000, seed: int = 7, chunk: int = 1000
             prompt = rng.randint(5, 4000)
             completion = rng.randint(1, 1000)
             t_us = start_us + (seq * span_us) // total + rng.randint(0, 999)
-            batch.append({
-                "specversion": "1.0",
-                "type": EVENT_TYPE,
-                "id": f"ev-{seed}-{seq}",
-                "source": "bench",
-                "subject": who[i],
-                "time": datetime.fromtimestamp(t_us / 1_000_000, UTC).isoformat(),
-                "data": {"model": MODELS[rng.randrange(len(MODELS))], "prompt_tokens": prompt,
-                         "completion_tokens": completion, "total_tokens": prompt + completion,
-                         "cost": round((prompt + completion) * 1.5e-7, 9)},
-            })
+            batch.append(
+                {
+                    "specversion": "1.0",
+                    "type": EVENT_TYPE,
+                    "id": f"ev-{seed}-{seq}",
+                    "source": "bench",
+                    "subject": who[i],
+                    "time": datetime.fromtimestamp(t_us / 1_000_000, UTC).isoformat(),
+                    "data": {
+                        "model": MODELS[rng.randrange(len(MODELS))],
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                        "cost": round((prompt + completion) * 1.5e-7, 9),
+                    },
+                }
+            )
         made += n
         yield batch
 

@@ -70,8 +70,13 @@ def test_hostile_strings_only_travel_as_parameters() -> None:
     hostile = "x'); DROP TABLE events; --"
     compiled = build(
         MeterQuery(
-            hostile, hostile, Aggregation.UNIQUE_COUNT, hostile, subjects=(hostile,),
-            group_by={"k": hostile}, filters={"k": (hostile, {"$or": [{"$like": hostile}, {"$ne": hostile}]})},
+            hostile,
+            hostile,
+            Aggregation.UNIQUE_COUNT,
+            hostile,
+            subjects=(hostile,),
+            group_by={"k": hostile},
+            filters={"k": (hostile, {"$or": [{"$like": hostile}, {"$ne": hostile}]})},
         )
     )
     assert hostile not in compiled.sql
