@@ -147,8 +147,9 @@ def _rollup_part(
     where += _subject_filters(query, params)
     for key in sorted(query.filters):
         _, spec = query.filters[key]
-        where.append(f"({filter_sql(rollup.columns[key], spec, params)})")
-    return f"SELECT {', '.join(select)}\nFROM {rollup.table}\nWHERE {' AND '.join(where)}"
+        # qualified: the SELECT renames the table's columns (g1 AS g0), and an alias would win over the column
+        where.append(f"({filter_sql('r.' + rollup.columns[key], spec, params)})")
+    return f"SELECT {', '.join(select)}\nFROM {rollup.table} AS r\nWHERE {' AND '.join(where)}"
 
 
 def _raw_part(
