@@ -29,7 +29,7 @@ class CompiledQuery:
 
 
 @dataclass
-class _Params:
+class Params:
     values: dict[str, Any] = field(default_factory=dict)
 
     def bind(self, value: Any, type_: str) -> str:
@@ -42,7 +42,7 @@ def _number(path_param: str) -> str:
     return f"ifNotFinite(toFloat64OrNull(JSON_VALUE(data, {path_param})), NULL)"
 
 
-def _aggregate(query: MeterQuery, params: _Params) -> str:
+def _aggregate(query: MeterQuery, params: Params) -> str:
     agg = query.aggregation
     if agg is Aggregation.COUNT:
         return "toFloat64(count())"
@@ -62,7 +62,7 @@ def _aggregate(query: MeterQuery, params: _Params) -> str:
     return f"{function[agg]}({value})"
 
 
-def _window_start(size: WindowSize, tz: str) -> str:
+def window_start(size: WindowSize, tz: str) -> str:
     """Unix seconds of the start of the window holding the event, windows aligned in zone `tz`."""
     if size is WindowSize.MINUTE:
         start = f"toStartOfMinute(time, {tz})"
@@ -75,7 +75,7 @@ def _window_start(size: WindowSize, tz: str) -> str:
     return f"toUnixTimestamp({start})"
 
 
-def _window_end(size: WindowSize, tz: str) -> str:
+def window_end(size: WindowSize, tz: str) -> str:
     """Unix seconds of the end of the window starting at `ws` (unix seconds), DST-correct in zone `tz`."""
     if size is WindowSize.MINUTE:
         return "ws + 60"
@@ -88,7 +88,7 @@ def _window_end(size: WindowSize, tz: str) -> str:
     return f"toUnixTimestamp(toDateTime(addMonths(toStartOfMonth({start}, {tz}), 1), {tz}))"
 
 
-def filter_sql(column: str, spec: FilterString, params: _Params) -> str:
+def filter_sql(column: str, spec: FilterString, params: Params) -> str:
     """One FilterString on a string column, as a SQL predicate. `spec` is already validated."""
     parts: list[str] = []
     for op, arg in spec.items():
@@ -121,39 +121,68 @@ def _compare(column: str, op: str, param: str) -> str:
     raise ValueError(f"unknown filter operator {op}")
 
 
-def build(query: MeterQuery, table: str = EVENTS_TABLE) -> CompiledQuery:
-    params = _Params()
+def grouping(
+    query: MeterQuery, params: Params, tz: str, group_exprs: list[str], first: str, last: str
+) -> tuple[list[str], list[str]]:
+    """SELECT items and GROUP BY keys both builders share: window edges (or, unwindowed, the minutes of the
+    first and last event), subject, customer, then the meter's group-bys as g0, g1, ..."""
     select: list[str] = []
     group: list[str] = []
-    order: list[str] = []
-    tz = params.bind(query.time_zone, "String")
-
     if query.window_size is not None:
-        select.append(f"{_window_start(query.window_size, tz)} AS ws")
-        select.append(f"{_window_end(query.window_size, tz)} AS we")
+        select += [f"{window_start(query.window_size, tz)} AS ws", f"{window_end(query.window_size, tz)} AS we"]
         group.append("ws")
-        order.append("ws")
     else:
-        select.append("toUnixTimestamp(toStartOfMinute(min(time))) AS ws")
-        select.append("toUnixTimestamp(toStartOfMinute(max(time))) + 60 AS we")
-
+        select += [
+            f"toUnixTimestamp(toStartOfMinute(min({first}))) AS ws",
+            f"toUnixTimestamp(toStartOfMinute(max({last}))) + 60 AS we",
+        ]
     if query.group_by_subject:
         select.append("subject")
         group.append("subject")
-        order.append("subject")
     if query.group_by_customer:
         assert query.customer_of is not None
         subjects = params.bind(list(query.customer_of.keys()), "Array(String)")
         customers = params.bind(list(query.customer_of.values()), "Array(String)")
         select.append(f"transform(subject, {subjects}, {customers}, '') AS customer_id")
         group.append("customer_id")
-        order.append("customer_id")
-    group_keys = sorted(query.group_by)
-    for index, key in enumerate(group_keys):
-        path = params.bind(query.group_by[key], "String")
-        select.append(f"JSON_VALUE(data, {path}) AS g{index}")
+    for index, expr in enumerate(group_exprs):
+        select.append(expr if expr == f"g{index}" else f"{expr} AS g{index}")
         group.append(f"g{index}")
-        order.append(f"g{index}")
+    return select, group
+
+
+def assemble(
+    query: MeterQuery,
+    params: Params,
+    keys: list[str],
+    select: list[str],
+    source: str,
+    group: list[str],
+    having: str,
+) -> CompiledQuery:
+    """The statement around a SELECT list: rows come ordered by their grouping keys."""
+    sql = f"SELECT {', '.join(select)}\nFROM {source}"
+    if group:
+        sql += f"\nGROUP BY {', '.join(group)}"
+    sql += f"\nHAVING {having} AND value IS NOT NULL"
+    if group:
+        sql += f"\nORDER BY {', '.join(group)}"
+    return CompiledQuery(
+        sql=sql,
+        params=params.values,
+        group_keys=keys,
+        windowed=query.window_size is not None,
+        with_subject=query.group_by_subject,
+        with_customer=query.group_by_customer,
+    )
+
+
+def build(query: MeterQuery, table: str = EVENTS_TABLE) -> CompiledQuery:
+    params = Params()
+    tz = params.bind(query.time_zone, "String")
+    keys = sorted(query.group_by)
+    exprs = [f"JSON_VALUE(data, {params.bind(query.group_by[key], 'String')})" for key in keys]
+    select, group = grouping(query, params, tz, exprs, "time", "time")
     select.append(f"{_aggregate(query, params)} AS value")
 
     namespace = params.bind(query.namespace, "String")
@@ -170,18 +199,4 @@ def build(query: MeterQuery, table: str = EVENTS_TABLE) -> CompiledQuery:
         path, spec = query.filters[key]
         column = f"JSON_VALUE(data, {params.bind(path, 'String')})"
         where.append(f"({filter_sql(column, spec, params)})")
-
-    sql = f"SELECT {', '.join(select)}\nFROM {table}\nWHERE {' AND '.join(where)}"
-    if group:
-        sql += f"\nGROUP BY {', '.join(group)}"
-    sql += "\nHAVING count() > 0 AND value IS NOT NULL"
-    if order:
-        sql += f"\nORDER BY {', '.join(order)}"
-    return CompiledQuery(
-        sql=sql,
-        params=params.values,
-        group_keys=group_keys,
-        windowed=query.window_size is not None,
-        with_subject=query.group_by_subject,
-        with_customer=query.group_by_customer,
-    )
+    return assemble(query, params, keys, select, f"{table}\nWHERE {' AND '.join(where)}", group, "count() > 0")

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from meterd.core.timeutil import to_us
 from meterd.meters.model import Aggregation, WindowSize
-from meterd.usage.builder import CompiledQuery, _Params, _window_end, _window_start, filter_sql
+from meterd.usage.builder import CompiledQuery, Params, assemble, filter_sql, grouping
 from meterd.usage.query import MeterQuery
 
 HOUR = timedelta(hours=1)
@@ -100,7 +100,7 @@ def build_rollup(query: MeterQuery, rollup: Rollup, events_table: str) -> Compil
     end_hour = query.end.replace(minute=0, second=0, microsecond=0) if query.end is not None else None
     if first_hour is not None and end_hour is not None and first_hour >= end_hour:
         return None  # less than an hour: the raw events are the cheaper source
-    params = _Params()
+    params = Params()
     tz = params.bind(query.time_zone, "String")
     keys = sorted(query.group_by)
     parts = [_rollup_part(query, rollup, keys, first_hour, end_hour, params)]
@@ -118,7 +118,7 @@ def _select_keys(query: MeterQuery, group_exprs: list[str]) -> list[str]:
     return ["subject", *[f"{expr} AS g{i}" for i, expr in enumerate(group_exprs)]]
 
 
-def _subject_filters(query: MeterQuery, params: _Params) -> list[str]:
+def _subject_filters(query: MeterQuery, params: Params) -> list[str]:
     where = []
     if query.subjects is not None:
         where.append(f"subject IN {params.bind(list(query.subjects), 'Array(String)')}")
@@ -133,7 +133,7 @@ def _rollup_part(
     keys: list[str],
     first_hour: datetime | None,
     end_hour: datetime | None,
-    params: _Params,
+    params: Params,
 ) -> str:
     columns = [rollup.columns[k] for k in keys]
     select = ["bucket AS time", *_select_keys(query, columns), "rows", "first", "last"]
@@ -153,7 +153,7 @@ def _rollup_part(
 
 
 def _raw_part(
-    query: MeterQuery, keys: list[str], edges: list[tuple[datetime, datetime]], table: str, params: _Params
+    query: MeterQuery, keys: list[str], edges: list[tuple[datetime, datetime]], table: str, params: Params
 ) -> str:
     group_exprs = [f"JSON_VALUE(data, {params.bind(query.group_by[k], 'String')})" for k in keys]
     select = [
@@ -196,46 +196,7 @@ def _merged_value(aggregation: Aggregation) -> str:
     return f"{merge}(value)"
 
 
-def _outer(query: MeterQuery, keys: list[str], inner: str, tz: str, params: _Params) -> CompiledQuery:
-    select: list[str] = []
-    group: list[str] = []
-    order: list[str] = []
-    if query.window_size is not None:
-        select += [f"{_window_start(query.window_size, tz)} AS ws", f"{_window_end(query.window_size, tz)} AS we"]
-        group.append("ws")
-        order.append("ws")
-    else:
-        select += [
-            "toUnixTimestamp(toStartOfMinute(min(first))) AS ws",
-            "toUnixTimestamp(toStartOfMinute(max(last))) + 60 AS we",
-        ]
-    if query.group_by_subject:
-        select.append("subject")
-        group.append("subject")
-        order.append("subject")
-    if query.group_by_customer:
-        assert query.customer_of is not None
-        subjects = params.bind(list(query.customer_of.keys()), "Array(String)")
-        customers = params.bind(list(query.customer_of.values()), "Array(String)")
-        select.append(f"transform(subject, {subjects}, {customers}, '') AS customer_id")
-        group.append("customer_id")
-        order.append("customer_id")
-    for index in range(len(keys)):
-        select.append(f"g{index}")
-        group.append(f"g{index}")
-        order.append(f"g{index}")
+def _outer(query: MeterQuery, keys: list[str], inner: str, tz: str, params: Params) -> CompiledQuery:
+    select, group = grouping(query, params, tz, [f"g{i}" for i in range(len(keys))], "first", "last")
     select.append(f"{_merged_value(query.aggregation)} AS value")
-    sql = f"SELECT {', '.join(select)}\nFROM (\n{inner}\n)"
-    if group:
-        sql += f"\nGROUP BY {', '.join(group)}"
-    sql += "\nHAVING sum(rows) > 0 AND value IS NOT NULL"
-    if order:
-        sql += f"\nORDER BY {', '.join(order)}"
-    return CompiledQuery(
-        sql=sql,
-        params=params.values,
-        group_keys=keys,
-        windowed=query.window_size is not None,
-        with_subject=query.group_by_subject,
-        with_customer=query.group_by_customer,
-    )
+    return assemble(query, params, keys, select, f"(\n{inner}\n)", group, "sum(rows) > 0")

@@ -23,7 +23,7 @@ from meterd.core.errors import UnavailableError, ValidationError
 from meterd.core.timeutil import from_us, to_us
 from meterd.ingest.journal import JournalBatch
 from meterd.meters.model import Meter
-from meterd.usage.builder import CompiledQuery, _Params, filter_sql
+from meterd.usage.builder import CompiledQuery, Params, filter_sql
 from meterd.usage.rollup import Rollup
 from meterd.usage.store import EventFilter, StoredEvent
 
@@ -120,7 +120,7 @@ class ClickHouseEventStore:
         return self.rollups.ready(meter)
 
     def list_events(self, flt: EventFilter) -> list[StoredEvent]:
-        params = _Params()
+        params = Params()
         where = [f"namespace = {params.bind(flt.namespace, 'String')}"]
         for column, value, op in (
             ("time", flt.start, ">="),
