@@ -27,6 +27,12 @@ def test_prometheus_metrics_report_ingest_and_lag(api: httpx.Client, unique) -> 
     ):
         assert name in text
     assert 'route="/api/v1/events",status="204"' in text
+    stored = next(line for line in text.splitlines() if line.startswith('meterd_ingest_events_total{outcome="stored"}'))
+    assert float(stored.split()[-1]) >= 2
+    dup = event(type_=etype)
+    api.post("/api/v1/events", json=[dup, dup])
+    text = api.get("/metrics").text
+    assert 'meterd_ingest_events_total{outcome="duplicate"}' in text
 
 
 def test_debug_metrics_counts_events_per_subject_since_midnight(api: httpx.Client, unique) -> None:

@@ -108,6 +108,7 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> Starlett
     app.state.services = services
     metrics = Metrics(services)
     app.state.registry = metrics.registry
+    app.state.metrics = metrics
     app.add_middleware(AuthMiddleware, services=services)
     app.add_middleware(ObserveMiddleware, metrics=metrics, router=app.router)
     from meterd.http.openapi import routes as openapi_routes

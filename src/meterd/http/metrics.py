@@ -70,6 +70,6 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.ingested = Counter(
-            "meterd_ingest_events", "Events accepted by the ingest endpoint", registry=self.registry
+            "meterd_ingest_events", "Events acknowledged by the ingest endpoint", ["outcome"], registry=self.registry
         )
         self.registry.register(_State(services))
