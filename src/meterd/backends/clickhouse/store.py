@@ -49,6 +49,10 @@ class ClickHouseEventStore:
             self._writer.command(statement)
         self._write_lock = threading.Lock()
         self.rollups = RollupManager(self._writer, self._write_lock, database, self.table)
+        # The highest journal seq whose insert has completed, rollup views included. An insert makes the
+        # events' parts visible before its views' parts, so listing only completed batches means an event
+        # that is listed is also counted by every meter.
+        self._completed_seq = int(self._writer.query(f"SELECT max(seq) FROM {self.table}").result_rows[0][0])
         self._readers: queue.SimpleQueue[Client] = queue.SimpleQueue()
         for _ in range(readers):
             self._readers.put(self._client())
@@ -97,6 +101,7 @@ class ClickHouseEventStore:
                     "max_partitions_per_insert_block": 0,
                 },
             )
+            self._completed_seq = max(self._completed_seq, batch.last_seq)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -121,7 +126,10 @@ class ClickHouseEventStore:
 
     def list_events(self, flt: EventFilter) -> list[StoredEvent]:
         params = Params()
-        where = [f"namespace = {params.bind(flt.namespace, 'String')}"]
+        where = [
+            f"namespace = {params.bind(flt.namespace, 'String')}",
+            f"seq <= {params.bind(self._completed_seq, 'UInt64')}",
+        ]
         for column, value, op in (
             ("time", flt.start, ">="),
             ("time", flt.end, "<"),
