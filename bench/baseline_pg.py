@@ -46,6 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bench.data import END, EVENT_TYPE, START, TOP_CUSTOMER, events
+from bench.wire import exchange, request
 
 # --- the baseline application: what a typical tutorial implementation looks like --------------------------------
 
@@ -259,8 +260,6 @@ def stop_app(process: subprocess.Popen[bytes]) -> None:
 
 async def load(port: int, total: int, batch: int, connections: int) -> tuple[float, list[float], int]:
     """Stream `total` bench/data.py events in batches over keep-alive connections; resend a batch on non-204."""
-    from bench.ingest import _request
-
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=connections * 4)
     latencies: list[float] = []
     errors = [0]
@@ -275,16 +274,10 @@ async def load(port: int, total: int, batch: int, connections: int) -> tuple[flo
     async def send() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while (body := await queue.get()) is not None:
+            message = request(port, body, "application/cloudevents-batch+json")
             while True:
                 started = time.perf_counter()
-                writer.write(_request(port, body, "application/cloudevents-batch+json"))
-                status = int((await reader.readline()).split()[1])
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                if length:
-                    await reader.readexactly(length)
+                status = await exchange(reader, writer, message)
                 latencies.append(time.perf_counter() - started)
                 if status == 204:
                     break

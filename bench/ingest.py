@@ -20,15 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.wire import exchange, request
 from tests.conftest import Server
-
-
-def _request(port: int, body: bytes, content_type: str) -> bytes:
-    head = (
-        f"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 async def _connection(
@@ -38,16 +31,8 @@ async def _connection(
     while time.perf_counter() < until:
         body, n = make_body()
         started = time.perf_counter()
-        writer.write(_request(port, body, content_type))
-        status = await reader.readline()
-        length = 0
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        if length:
-            await reader.readexactly(length)
+        code = await exchange(reader, writer, request(port, body, content_type))
         latencies.append(time.perf_counter() - started)
-        code = int(status.split()[1])
         if code == 204:
             counts[0] += n
         else:

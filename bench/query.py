@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench.data import EVENT_TYPE, TOP_CUSTOMER, events
+from bench.wire import exchange, request
 from tests.conftest import Server
 
 MONTH = {"from": "2026-10-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"}
@@ -69,20 +70,9 @@ async def _load(port: int, total: int, connections: int, chunk: int) -> float:
     async def send() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while (body := await queue.get()) is not None:
+            message = request(port, body, "application/cloudevents-batch+json")
             while True:
-                writer.write(
-                    b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/cloudevents-batch+json\r\n"
-                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                    + body
-                )
-                status = int((await reader.readline()).split()[1])
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                if length:
-                    await reader.readexactly(length)
-                if status == 204:
+                if await exchange(reader, writer, message) == 204:
                     break
                 await asyncio.sleep(0.2)  # 429/503: back off and resend the same batch (dedup makes it safe)
         writer.close()
