@@ -69,6 +69,7 @@ class Services:
     def close(self) -> None:
         self.journal.close()
         self.sink.stop(drain=True)
+        self.store.rollups.wait(timeout=60)  # a build cut short is redone at the next start anyway
         self.store.close()
         self.engine.dispose()
 

@@ -62,8 +62,9 @@ class Sink:
                 pass
 
     def healthy(self) -> bool:
+        """Running, and either not failing or failing for less than 30 seconds (a store blip)."""
         alive = self._thread is not None and self._thread.is_alive()
-        return (alive and self.stats.failures == 0) or time.monotonic() - self.stats.last_success_mono < 30
+        return alive and (self.stats.failures == 0 or time.monotonic() - self.stats.last_success_mono < 30)
 
     def _run(self) -> None:
         backoff = 0.5
