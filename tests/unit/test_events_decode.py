@@ -92,3 +92,12 @@ def test_rfc3339_pads_early_years() -> None:
     from meterd.core.timeutil import format_rfc3339
 
     assert format_rfc3339(datetime(99, 1, 2, 3, 4, 5, 250000, tzinfo=UTC)) == "0099-01-02T03:04:05.25Z"
+
+
+def test_documented_event_shape_matches_the_decoder() -> None:
+    """The OpenAPI document describes CloudEvent with its own struct (the decoder keeps `data` raw); keep the
+    two field lists the same."""
+    from meterd.http.openapi import Event
+    from meterd.ingest.events import CloudEvent
+
+    assert Event.__struct_fields__ == CloudEvent.__struct_fields__

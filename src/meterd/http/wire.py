@@ -102,15 +102,23 @@ def _problem(message: str) -> Problem:
     return Problem(path or "body", text)
 
 
-async def read_json(request: Request, kind: type[T], limit: int) -> T:
+async def read_limited(request: Request, max_bytes: int, **extensions: Any) -> bytes:
+    """The raw request body, refused with 413 (and `extensions` in the problem) past `max_bytes` bytes."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body larger than {limit} bytes")
-    body = b""
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLargeError(f"request body larger than {max_bytes} bytes", **extensions)
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"request body larger than {limit} bytes")
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLargeError(f"request body larger than {max_bytes} bytes", **extensions)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, kind: type[T], limit: int) -> T:
+    body = await read_limited(request, limit)
     if not body.strip():
         raise ValidationError(Problem("body", "a JSON body is required", "required"))
     return decode(body, kind)

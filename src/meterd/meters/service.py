@@ -72,9 +72,6 @@ class MeterService:
     def list(self, namespace: str, include_deleted: bool = False) -> builtins.list[Meter]:
         return self._store.list(namespace, include_deleted)
 
-    def for_event_type(self, namespace: str, event_type: str) -> builtins.list[Meter]:
-        return [m for m in self._store.list(namespace) if m.event_type == event_type]
-
     # -- writes ----------------------------------------------------------------------------------
 
     def create(self, namespace: str, data: MeterCreateInput) -> Meter:

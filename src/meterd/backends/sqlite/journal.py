@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -80,7 +80,6 @@ class _Stats:
     duplicates: int = 0
     last_commit_s: float = 0.0
     errors: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class SQLiteJournal:

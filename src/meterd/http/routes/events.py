@@ -13,9 +13,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from meterd.core.errors import PayloadTooLargeError, ProblemCollector, ValidationError
-from meterd.core.timeutil import to_us, utcnow
+from meterd.core.timeutil import format_rfc3339, parse_rfc3339, to_us, utcnow
 from meterd.http.deps import call, namespace, query_int, query_time, services
-from meterd.http.wire import json_response
+from meterd.http.wire import json_response, read_limited
 from meterd.ingest import events as cloudevents
 from meterd.ingest.validation import describe
 from meterd.usage.service import check_filter
@@ -26,17 +26,7 @@ MAX_LOOKBACK = timedelta(days=32)
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, gunzipped if sent so, refused with 413 past `limit` bytes (either side of gzip)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body larger than {limit} bytes", limit=limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body larger than {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await read_limited(request, limit, limit=limit)
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding in ("gzip", "x-gzip"):
         inflater = zlib.decompressobj(wbits=31)
@@ -82,12 +72,12 @@ async def _ingested_json(request: Request, rows: list[StoredEvent]) -> list[dict
                 "specversion": "1.0",
                 "type": e.type,
                 "subject": e.subject,
-                "time": _ts(e.time),
+                "time": format_rfc3339(e.time),
                 "datacontenttype": "application/json",
                 "data": msgspec.json.decode(e.data) if e.data else None,
             },
-            "ingestedAt": _ts(e.ingested_at),
-            "storedAt": _ts(e.stored_at),
+            "ingestedAt": format_rfc3339(e.ingested_at),
+            "storedAt": format_rfc3339(e.stored_at),
         }
         customer = customers.get(e.subject)
         if customer:
@@ -97,12 +87,6 @@ async def _ingested_json(request: Request, rows: list[StoredEvent]) -> list[dict
             item["validationError"] = error
         out.append(item)
     return out
-
-
-def _ts(value: Any) -> str:
-    from meterd.core.timeutil import format_rfc3339
-
-    return format_rfc3339(value)
 
 
 async def list_events(request: Request) -> Response:
@@ -181,8 +165,6 @@ async def list_events_v2(request: Request) -> Response:
 
 
 def _time_filter(value: dict[str, Any], problems: ProblemCollector) -> tuple[Any, Any]:
-    from meterd.core.timeutil import parse_rfc3339
-
     start = end = None
     for op, arg in value.items():
         try:
