@@ -1,0 +1,1 @@
+"""Features, entitlements and grants: who may use what, and how much is left."""
