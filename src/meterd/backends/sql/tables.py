@@ -4,15 +4,18 @@ Soft-deleted rows keep their keys; uniqueness holds among live rows only (partia
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -40,6 +43,23 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class DecimalText(TypeDecorator[Decimal]):
+    """Exact decimals on every database: kept as their canonical text (SQLite has no exact NUMERIC)."""
+
+    impl = String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise ValueError(f"not a finite Decimal: {value!r}")
+        return str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
 
 
 metadata = MetaData()
@@ -119,4 +139,116 @@ api_keys = Table(
     Column("hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+)
+
+
+# -- features, entitlements, grants (issue 4) --------------------------------------------------------------
+_active = text("archived_at IS NULL")
+
+features = Table(
+    "features",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("namespace", String(64), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("meter_slug", String(64)),
+    Column("meter_group_by_filters", JSON),  # {key: value}
+    Column("advanced_filters", JSON),  # {key: FilterString}
+    Column("unit_cost", JSON),
+    Column("metadata", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("archived_at", UTCDateTime),
+    Index("features_key_active", "namespace", "key", unique=True, sqlite_where=_active, postgresql_where=_active),
+    Index("features_meter", "namespace", "meter_slug"),
+)
+
+entitlements = Table(
+    "entitlements",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("namespace", String(64), nullable=False),
+    Column("type", String(16), nullable=False),  # metered | boolean | static
+    Column("feature_id", String(26), ForeignKey("features.id"), nullable=False),
+    Column("feature_key", String(64), nullable=False),
+    Column("customer_id", String(26), ForeignKey("customers.id"), nullable=False),
+    Column("subject_key", String(256), nullable=False),  # the v1 API's subjectKey
+    Column("measure_usage_from", UTCDateTime),
+    Column("usage_period_interval", String(64)),  # ISO 8601 duration
+    Column("usage_period_anchor", UTCDateTime),
+    Column("is_soft_limit", Boolean, nullable=False, default=False),
+    Column("issue_after_reset", DecimalText),
+    Column("issue_after_reset_priority", Integer),
+    Column("preserve_overage_at_reset", Boolean, nullable=False, default=False),
+    Column("config", Text),  # static entitlements: a JSON object as text
+    Column("metadata", JSON, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("active_from", UTCDateTime, nullable=False),
+    Column("active_to", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime),
+    Index(
+        "entitlements_customer_feature_live",
+        "namespace",
+        "customer_id",
+        "feature_id",
+        unique=True,
+        sqlite_where=_live,
+        postgresql_where=_live,
+    ),
+    Index("entitlements_feature", "namespace", "feature_id"),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("namespace", String(64), nullable=False),
+    Column("entitlement_id", String(26), ForeignKey("entitlements.id"), nullable=False),
+    Column("amount", DecimalText, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("effective_at", UTCDateTime, nullable=False),
+    Column("expiration", JSON),  # {"duration": "DAY", "count": 30}
+    Column("expires_at", UTCDateTime),
+    Column("min_rollover", DecimalText, nullable=False),
+    Column("max_rollover", DecimalText, nullable=False),
+    Column("recurrence_interval", String(64)),
+    Column("recurrence_anchor", UTCDateTime),
+    Column("metadata", JSON, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("voided_at", UTCDateTime),
+    Column("deleted_at", UTCDateTime),
+    Index("grants_entitlement", "entitlement_id"),
+)
+
+entitlement_resets = Table(
+    "entitlement_resets",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("namespace", String(64), nullable=False),
+    Column("entitlement_id", String(26), ForeignKey("entitlements.id"), nullable=False),
+    Column("reset_at", UTCDateTime, nullable=False),
+    Column("retain_anchor", Boolean, nullable=False),
+    Column("preserve_overage", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("entitlement_resets_at", "entitlement_id", "reset_at"),
+)
+
+# The engine's state at a period start, so a value read need not replay every past period. Deleted (from a
+# time on) when a backdated grant, reset or late event changes what happened after that time.
+balance_snapshots = Table(
+    "balance_snapshots",
+    metadata,
+    Column("entitlement_id", String(26), ForeignKey("entitlements.id"), primary_key=True),
+    Column("at", UTCDateTime, primary_key=True),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("balances", JSON, nullable=False),  # {grant id: decimal text}
+    Column("overage", DecimalText, nullable=False),
+    Column("usage", DecimalText, nullable=False),
+    Column("grant_usage", DecimalText, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )
