@@ -11,16 +11,21 @@ from sqlalchemy import Engine, create_engine, event
 from meterd.auth.keys import KeyService
 from meterd.backends.clickhouse.store import ClickHouseEventStore
 from meterd.backends.sql.customers import SQLCustomerStore, SQLSubjectStore
+from meterd.backends.sql.entitlements import SQLEntitlementStore, SQLFeatureStore, SQLGrantStore, SQLResetStore
 from meterd.backends.sql.keys import SQLApiKeyStore
 from meterd.backends.sql.meters import SQLMeterStore
 from meterd.backends.sql.migrate import upgrade
 from meterd.backends.sqlite.journal import SQLiteJournal
 from meterd.core.errors import ConflictError
 from meterd.customers.service import CustomerService
+from meterd.entitlements.balance import BalanceService, EventRouter
+from meterd.entitlements.features import FeatureService
+from meterd.entitlements.service import EntitlementService
 from meterd.meters.model import Meter
 from meterd.meters.service import MeterCreateInput, MeterService
 from meterd.settings import Settings
 from meterd.usage.service import UsageService
+from meterd.workers.balance import BalanceWorker
 from meterd.workers.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -60,15 +65,21 @@ class Services:
     customers: CustomerService
     usage: UsageService
     keys: KeyService
+    features: FeatureService
+    entitlements: EntitlementService
+    balances: BalanceService
+    balance_worker: BalanceWorker
     started: bool = field(default=False)
 
     def start(self) -> None:
         self.sink.start()
+        self.balance_worker.start()
         self.started = True
 
     def close(self) -> None:
         self.journal.close()
         self.sink.stop(drain=True)
+        self.balance_worker.stop()
         self.store.rollups.wait(timeout=60)  # a build cut short is redone at the next start anyway
         self.store.close()
         self.engine.dispose()
@@ -95,7 +106,34 @@ def build_services(settings: Settings) -> Services:
     customers = CustomerService(SQLCustomerStore(engine), SQLSubjectStore(engine))
     meters = MeterService(SQLMeterStore(engine), store.check_json_path, store.rollups)
     usage = UsageService(store, customers.subject_map)
-    services = Services(settings, engine, journal, store, sink, meters, customers, usage, key_service(settings, engine))
+    entitlement_store = SQLEntitlementStore(engine)
+    features = FeatureService(SQLFeatureStore(engine), entitlement_store, meters)
+    meters.in_use = features.meter_in_use
+    entitlements = EntitlementService(
+        entitlement_store, SQLGrantStore(engine), SQLResetStore(engine), features, customers, meters.get
+    )
+    balances = BalanceService(entitlements, usage, meters.get)
+    worker = BalanceWorker(balances, EventRouter(entitlement_store.routes), entitlement_store.by_id)
+    sink.on_stored.append(worker.on_stored)
+    entitlements.changed.append(worker.on_changed)
+    entitlements.reset_hooks.append(worker.on_reset)
+    customers.changed.append(worker.on_customer_changed)
+    features.changed.append(lambda namespace: worker.on_customer_changed(namespace, ""))
+    services = Services(
+        settings,
+        engine,
+        journal,
+        store,
+        sink,
+        meters,
+        customers,
+        usage,
+        key_service(settings, engine),
+        features,
+        entitlements,
+        balances,
+        worker,
+    )
     provision_meters(services)
     store.rollups.sync(_all_live_meters(engine))
     return services

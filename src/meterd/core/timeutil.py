@@ -47,6 +47,16 @@ def _bad(field: str, value: str) -> str:
     return f"{field}: invalid RFC 3339 date-time {value!r} (expected e.g. 2026-01-31T12:00:00Z)"
 
 
+def floor_minute(dt: datetime) -> datetime:
+    return dt.replace(second=0, microsecond=0)
+
+
+def ceil_minute(dt: datetime) -> datetime:
+    """The next whole minute, or `dt` itself when it is one (the credit engine's resolution)."""
+    floor = floor_minute(dt)
+    return floor if floor == dt else floor + timedelta(minutes=1)
+
+
 def format_rfc3339(dt: datetime) -> str:
     """UTC, `Z` suffix, milliseconds only when they are not zero (like Go's time.Time JSON, trimmed)."""
     dt = dt.astimezone(UTC)

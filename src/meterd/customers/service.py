@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -57,6 +57,7 @@ class CustomerService:
     def __init__(self, customers: CustomerStore, subjects: SubjectStore) -> None:
         self._customers = customers
         self._subjects = subjects
+        self.changed: list[Callable[[str, str], None]] = []  # (namespace, customer id) after a replace or delete
 
     def create(self, namespace: str, data: CustomerInput) -> Customer:
         _validate(data)
@@ -103,11 +104,21 @@ class CustomerService:
             updated_at=utcnow(),
         )
         self._customers.replace(updated)
+        self._changed(updated)
         return updated
 
     def delete(self, namespace: str, id_or_key: str) -> None:
         customer = self.get(namespace, id_or_key)
         self._customers.soft_delete(replace(customer, deleted_at=utcnow()))
+        self._changed(customer)
+
+    def _changed(self, customer: Customer) -> None:
+        for listener in self.changed:
+            listener(customer.namespace, customer.id)
+
+    def by_subject(self, namespace: str, subject: str) -> Customer | None:
+        """The live customer the subject's usage is attributed to, if any."""
+        return self._customers.by_subjects(namespace, [subject]).get(subject)
 
     def attribution(self, namespace: str, subjects: Sequence[str]) -> dict[str, str]:
         """subject -> customer id, for the subjects that belong to a customer."""

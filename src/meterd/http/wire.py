@@ -124,7 +124,7 @@ async def read_json(request: Request, kind: type[T], limit: int) -> T:
     return decode(body, kind)
 
 
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(decimal_format="number")  # exact decimals, as JSON numbers
 
 
 def json_response(content: Any, status: int = 200) -> Response:

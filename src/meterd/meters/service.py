@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
-from meterd.core.errors import NotFoundError, ProblemCollector
+from meterd.core.errors import ConflictError, NotFoundError, ProblemCollector
 from meterd.core.ids import new_ulid
 from meterd.core.timeutil import parse_rfc3339, utcnow
 from meterd.meters.model import GROUP_KEY_RE, RESERVED_GROUP_KEYS, SLUG_RE, Aggregation, Meter
@@ -52,6 +52,8 @@ class MeterService:
         self._store = store
         self._json_path_ok = json_path_ok
         self._listener = listener
+        # Why a meter cannot be deleted now (e.g. features use it), or None; set by bootstrap.
+        self.in_use: Callable[[Meter], str | None] | None = None
         self._cache: dict[tuple[str, str], Meter] = {}
         self._lock = threading.Lock()
 
@@ -142,6 +144,9 @@ class MeterService:
         meter = self._store.get(namespace, id_or_slug, include_deleted=True)
         if meter is None:
             raise NotFoundError(f"meter not found: {id_or_slug}")
+        reason = self.in_use(meter) if self.in_use is not None and meter.deleted_at is None else None
+        if reason is not None:
+            raise ConflictError(f"meter {meter.slug} cannot be deleted: {reason}")
         if meter.deleted_at is None:
             self._store.update(replace(meter, deleted_at=utcnow()))
         self._forget(meter)

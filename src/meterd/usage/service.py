@@ -12,7 +12,7 @@ from typing import Any
 from meterd.core.errors import ProblemCollector, ValidationError
 from meterd.core.timeutil import zone
 from meterd.meters.model import Meter, WindowSize
-from meterd.usage.builder import EVENTS_TABLE, build
+from meterd.usage.builder import EVENTS_TABLE, CompiledQuery, build
 from meterd.usage.query import FILTER_OPS, LIST_OPS, LOGIC_OPS, FilterString, MeterQuery, UsageRow
 from meterd.usage.rollup import build_rollup
 from meterd.usage.store import EventReader
@@ -145,13 +145,43 @@ class UsageService:
                 filters[key] = (meter.group_by[key], spec)
         return filters
 
-    def query(self, meter: Meter, req: QueryRequest) -> QueryResult:
-        logical = self.compile(meter, req)
+    def _run(self, meter: Meter, logical: MeterQuery) -> tuple[CompiledQuery, list[tuple[Any, ...]]]:
         rollup = self._reader.rollup_for(meter)
         compiled = build_rollup(logical, rollup, EVENTS_TABLE) if rollup is not None else None
         if compiled is None:
             compiled = build(logical)
-        rows = self._reader.run(compiled)
+        return compiled, self._reader.run(compiled)
+
+    def total(
+        self,
+        meter: Meter,
+        start: datetime,
+        end: datetime,
+        subjects: Sequence[str],
+        filters: dict[str, tuple[str, FilterString]] | None = None,
+    ) -> float:
+        """The meter's value over [start, end) for events of these subjects, one number (0 when none):
+        what an entitlement burns. Subjects are a filter, not a grouping, so UNIQUE_COUNT counts across them."""
+        if meter.event_from is not None and start < meter.event_from:
+            start = meter.event_from
+        if not subjects or start >= end:
+            return 0.0
+        logical = MeterQuery(
+            namespace=meter.namespace,
+            event_type=meter.event_type,
+            aggregation=meter.aggregation,
+            value_property=meter.value_property,
+            start=start,
+            end=end,
+            subjects=tuple(subjects),
+            filters=dict(filters or {}),
+        )
+        _, rows = self._run(meter, logical)
+        return sum(float(row[-1]) for row in rows)
+
+    def query(self, meter: Meter, req: QueryRequest) -> QueryResult:
+        logical = self.compile(meter, req)
+        compiled, rows = self._run(meter, logical)
         out: list[UsageRow] = []
         for row in rows:
             ws, we, *rest = row

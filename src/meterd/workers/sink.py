@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from meterd.core.timeutil import now_us
-from meterd.ingest.journal import JournalSource
+from meterd.ingest.journal import JournalBatch, JournalSource
 from meterd.usage.store import EventWriter
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Sink:
         self._max_batch = max_batch
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.on_stored: list[Callable[[JournalBatch], None]] = []  # told after each batch is in the store
         self.stats = SinkStats(last_success_mono=time.monotonic())
 
     def start(self) -> None:
@@ -96,6 +98,11 @@ class Sink:
         started = time.perf_counter()
         self._writer.write(batch)
         self._source.mark_stored(batch)
+        for listener in self.on_stored:
+            try:
+                listener(batch)
+            except Exception:  # a listener's failure must not replay a stored batch
+                log.exception("sink listener failed")
         self.stats.batches += 1
         self.stats.events += len(batch.rows)
         self.stats.last_flush_s = time.perf_counter() - started

@@ -1,0 +1,352 @@
+"""Entitlement values and history: the credit engine fed with the feature's meter usage, made fast.
+
+Speed comes from two caches, both exact:
+- period-start snapshots: the engine's state right after each reset, so a value replays one period, not all;
+- values: the value "now" of each metered entitlement, valid until the next time it could change by
+  itself (a reset, a grant activation, expiry or recurrence, a future-dated event) or until something
+  changes it: new events for its meter and subjects (told by the sink after each batch is stored), a
+  grant, a reset, the entitlement or the customer's subjects.
+
+Every invalidation bumps the entitlement's generation; a computation caches its results only if the
+generation did not move while it ran, so a late event can never be hidden by a stale cache."""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from meterd.core.timeutil import ceil_minute, floor_minute, from_us, utcnow
+from meterd.credit.engine import Grant, RunResult, Segment, Snapshot, breakpoints, run
+from meterd.credit.periods import Interval, ManualReset, period_at, resets_between
+from meterd.customers.model import Customer
+from meterd.entitlements.model import Entitlement, EntitlementType, Feature
+from meterd.entitlements.service import EntitlementService
+from meterd.ingest.journal import JournalRow
+from meterd.meters.model import Aggregation, Meter
+from meterd.usage.query import FilterString
+from meterd.usage.service import UsageService
+
+log = logging.getLogger(__name__)
+
+_FOREVER = datetime.max.replace(tzinfo=from_us(0).tzinfo)
+
+
+@dataclass(frozen=True)
+class Value:
+    """An entitlement's value at `at` (minute-ceiled for metered entitlements)."""
+
+    has_access: bool
+    at: datetime
+    balance: Decimal | None = None
+    usage: Decimal | None = None
+    overage: Decimal | None = None
+    total_available: Decimal | None = None
+    config: str | None = None
+    period: tuple[datetime, datetime] | None = None
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Everything about a metered entitlement the engine needs, loaded once per computation."""
+
+    entitlement: Entitlement
+    feature: Feature
+    meter: Meter
+    subjects: tuple[str, ...]
+    grants: tuple[Grant, ...]
+    interval: Interval
+    manual: tuple[ManualReset, ...]
+    filters: dict[str, tuple[str, FilterString]]
+
+    @property
+    def start(self) -> datetime:
+        assert self.entitlement.measure_usage_from is not None
+        return self.entitlement.measure_usage_from
+
+    @property
+    def anchor(self) -> datetime:
+        assert self.entitlement.usage_period_anchor is not None
+        return self.entitlement.usage_period_anchor
+
+
+@dataclass
+class _State:
+    generation: int = 0
+    snapshots: list[Snapshot] = field(default_factory=list)  # period starts, sorted by `at`
+    value: Value | None = None
+    valid_until: datetime = _FOREVER
+
+
+@dataclass(frozen=True)
+class WindowRow:
+    start: datetime
+    end: datetime
+    usage: Decimal
+    balance_at_start: Decimal
+
+
+class BalanceService:
+    def __init__(self, entitlements: EntitlementService, usage: UsageService, meters: Callable[[str, str], Meter]):
+        self._entitlements = entitlements
+        self._usage = usage
+        self._meter = meters
+        self._lock = threading.Lock()
+        self._states: dict[str, _State] = {}
+        self._future: list[tuple[datetime, str]] = []  # (event time, entitlement id): invalidate when due
+        self.computations = 0  # engine runs, for tests and metrics
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def value(self, entitlement: Entitlement, at: datetime | None = None) -> Value:
+        now = utcnow()
+        moment = at or now
+        if not entitlement.active_at(moment):
+            return Value(has_access=False, at=moment)
+        if entitlement.type is EntitlementType.BOOLEAN:
+            return Value(has_access=True, at=moment)
+        if entitlement.type is EntitlementType.STATIC:
+            return Value(has_access=True, at=moment, config=entitlement.config)
+        if at is None:
+            self._expire_future(now)
+            with self._lock:
+                state = self._states.get(entitlement.id)
+                if state is not None and state.value is not None and ceil_minute(now) < state.valid_until:
+                    return state.value
+        return self._compute(entitlement, moment, cache=at is None)
+
+    def _compute(self, entitlement: Entitlement, moment: datetime, cache: bool) -> Value:
+        with self._lock:
+            state = self._states.setdefault(entitlement.id, _State())
+            generation = state.generation
+            snapshots = list(state.snapshots)
+        terms = self.terms(entitlement)
+        t = ceil_minute(moment)
+        start, new_snapshots = self._start(terms, snapshots, t)
+        result = run(terms.grants, start, t, [], self._usage_fn(terms))
+        self.computations += 1
+        snap = result.snapshot
+        value = Value(
+            has_access=entitlement.is_soft_limit or snap.balance > 0,
+            at=t,
+            balance=snap.balance,
+            usage=snap.usage,
+            overage=snap.overage,
+            total_available=snap.grant_usage + snap.balance,
+            period=period_at(terms.interval, terms.anchor, terms.manual, moment),
+        )
+        valid_until = self._valid_until(terms, t)
+        with self._lock:
+            state = self._states.setdefault(entitlement.id, _State())
+            if state.generation == generation:
+                for snapshot in new_snapshots:
+                    index = bisect.bisect_left([s.at for s in state.snapshots], snapshot.at)
+                    if index == len(state.snapshots) or state.snapshots[index].at != snapshot.at:
+                        state.snapshots.insert(index, snapshot)
+                if cache:
+                    state.value = value
+                    state.valid_until = valid_until
+        return value
+
+    def _start(self, terms: Terms, snapshots: list[Snapshot], t: datetime) -> tuple[Snapshot, list[Snapshot]]:
+        """The state at the start of the period containing `t`: from the latest cached period start,
+        replaying whole periods (and caching their starts) up to it."""
+        earlier = [s for s in snapshots if s.at <= t]
+        snap = earlier[-1] if earlier else Snapshot.start(min(terms.start, t))
+        new: list[Snapshot] = []
+        usage = self._usage_fn(terms)
+        preserve = terms.entitlement.preserve_overage_at_reset
+        for reset in resets_between(terms.interval, terms.anchor, terms.manual, snap.at, t, preserve):
+            snap = run(terms.grants, snap, reset.at, [reset], usage).snapshot
+            new.append(snap)
+        return snap, new
+
+    def _valid_until(self, terms: Terms, t: datetime) -> datetime:
+        horizon = t + timedelta(days=400)
+        candidates = [horizon]
+        resets = resets_between(terms.interval, terms.anchor, terms.manual, t, horizon, False)
+        if resets:
+            candidates.append(resets[0].at)
+        points = breakpoints(terms.grants, t, horizon)
+        if points:
+            candidates.append(points[0])
+        if terms.entitlement.active_to is not None:
+            candidates.append(terms.entitlement.active_to)
+        return min(candidates)
+
+    def terms(self, entitlement: Entitlement) -> Terms:
+        feature = self._entitlements.features.get(entitlement.namespace, entitlement.feature_id)
+        assert feature.meter_slug is not None and entitlement.usage_period_interval is not None
+        meter = self._meter(entitlement.namespace, feature.meter_slug)
+        customer = self._customer(entitlement)
+        grants = tuple(g.engine() for g in self._entitlements.grants(entitlement, include_deleted=True))
+        return Terms(
+            entitlement=entitlement,
+            feature=feature,
+            meter=meter,
+            subjects=tuple(customer.attributed_subjects()) if customer is not None else (),
+            grants=grants,
+            interval=Interval.parse(entitlement.usage_period_interval),
+            manual=tuple(self._entitlements.manual_resets(entitlement)),
+            filters=feature_filters(feature, meter),
+        )
+
+    def _customer(self, entitlement: Entitlement) -> Customer | None:
+        try:
+            return self._entitlements.customers.get(entitlement.namespace, entitlement.customer_id)
+        except Exception:  # a deleted customer: no subjects, no usage
+            return None
+
+    def _usage_fn(self, terms: Terms) -> Callable[[datetime, datetime, datetime], Decimal]:
+        """Usage in [frm, to) inside the period that began at `period_start`. UNIQUE_COUNT is not additive,
+        so it is counted from the period start and differenced; usage before measurement start is ignored."""
+        meter, start = terms.meter, terms.start
+
+        def total(frm: datetime, to: datetime) -> Decimal:
+            frm = max(frm, start)
+            if frm >= to:
+                return Decimal(0)
+            return _decimal(self._usage.total(meter, frm, to, terms.subjects, terms.filters))
+
+        def usage(period_start: datetime, frm: datetime, to: datetime) -> Decimal:
+            if meter.aggregation is Aggregation.UNIQUE_COUNT and frm > period_start:
+                return total(period_start, to) - total(period_start, frm)
+            return total(frm, to)
+
+        return usage
+
+    def history(
+        self, entitlement: Entitlement, frm: datetime, to: datetime, windows: Sequence[tuple[datetime, datetime]]
+    ) -> tuple[list[WindowRow], tuple[Segment, ...]]:
+        """The burn-down segments over [frm, to) and the balance at the start of each window."""
+        terms = self.terms(entitlement)
+        frm, to = floor_minute(frm), ceil_minute(to)
+        with self._lock:
+            snapshots = list(self._states.get(entitlement.id, _State()).snapshots)
+        start, _ = self._start(terms, snapshots, frm)
+        usage = self._usage_fn(terms)
+        if start.at < frm:  # bring the state to `frm` itself
+            start = run(terms.grants, start, frm, [], usage).snapshot
+        preserve = entitlement.preserve_overage_at_reset
+        resets = resets_between(terms.interval, terms.anchor, terms.manual, frm, to, preserve)
+        result: RunResult = run(terms.grants, start, to, resets, usage)
+        rows = []
+        for w_start, w_end in windows:
+            w_usage = usage(_period_start(result, start, w_start), w_start, w_end)
+            rows.append(WindowRow(w_start, w_end, w_usage, self._balance_at(terms, result, start, w_start)))
+        return rows, result.segments
+
+    def _balance_at(self, terms: Terms, result: RunResult, start: Snapshot, t: datetime) -> Decimal:
+        """The balance at `t`: inside a segment, usage burns the balance down until it is gone."""
+        t = floor_minute(t)
+        for segment in result.segments:
+            if segment.start <= t < segment.end:
+                used = self._usage_fn(terms)(segment.period_start, segment.start, t) if t > segment.start else 0
+                burnt = min(segment.balance_at_start, segment.overage_at_start + used)
+                return segment.balance_at_start - burnt
+        return result.snapshot.balance if t >= result.snapshot.at else start.balance
+
+    # -- invalidation --------------------------------------------------------------------------------
+
+    def invalidate(self, entitlement_id: str, since: datetime | None = None) -> None:
+        """Forget the cached value, and the period starts after `since` (all of them when None)."""
+        with self._lock:
+            state = self._states.get(entitlement_id)
+            if state is None:
+                return
+            state.generation += 1
+            state.value = None
+            if since is None:
+                state.snapshots.clear()
+            else:
+                state.snapshots = [s for s in state.snapshots if s.at <= since]
+
+    def on_events(self, hits: Iterable[tuple[str, datetime, datetime]]) -> None:
+        """Events were stored: (entitlement id, earliest, latest event time) for each entitlement they touch."""
+        now = utcnow()
+        for entitlement_id, earliest, latest in hits:
+            self.invalidate(entitlement_id, floor_minute(earliest))
+            if latest > now:
+                with self._lock:
+                    heapq.heappush(self._future, (latest, entitlement_id))
+
+    def _expire_future(self, now: datetime) -> None:
+        if not self._future or self._future[0][0] > now:
+            return
+        due = []
+        with self._lock:
+            while self._future and self._future[0][0] <= now:
+                due.append(heapq.heappop(self._future)[1])
+        for entitlement_id in due:
+            self.invalidate(entitlement_id, None)
+
+    def forget_all(self) -> None:
+        with self._lock:
+            ids = list(self._states)
+        for entitlement_id in ids:
+            self.invalidate(entitlement_id, None)
+
+
+def _decimal(value: float) -> Decimal:
+    """A meter total as a Decimal: the shortest text that reads back as the same float."""
+    return Decimal(int(value)) if value.is_integer() else Decimal(repr(value))
+
+
+def _period_start(result: RunResult, start: Snapshot, t: datetime) -> datetime:
+    for segment in result.segments:
+        if segment.start <= t < segment.end:
+            return segment.period_start
+    return result.snapshot.period_start if t >= result.snapshot.at else start.period_start
+
+
+def feature_filters(feature: Feature, meter: Meter) -> dict[str, tuple[str, FilterString]]:
+    """The feature's group-by filters as meter-query filters (keys the meter no longer has match nothing)."""
+    filters: dict[str, tuple[str, FilterString]] = {}
+    for key, value in (feature.meter_group_by_filters or {}).items():
+        path = meter.group_by.get(key, "$.__meterd_removed_group_by__")
+        filters[key] = (path, {"$eq": value})
+    for key, spec in (feature.advanced_filters or {}).items():
+        path = meter.group_by.get(key, "$.__meterd_removed_group_by__")
+        filters[key] = (path, spec) if key not in filters else (path, {"$and": [filters[key][1], spec]})
+    return filters
+
+
+class EventRouter:
+    """Which metered entitlements a stored event touches: (namespace, event type, subject) -> entitlements.
+    Rebuilt lazily after any change to entitlements, features, meters or customers."""
+
+    def __init__(self, load: Callable[[], list[tuple[str, str, str, str]]]) -> None:
+        self._load = load  # -> [(namespace, event type, subject, entitlement id)]
+        self._index: dict[tuple[str, str, str], list[str]] | None = None
+        self._lock = threading.Lock()
+
+    def stale(self) -> None:
+        with self._lock:
+            self._index = None
+
+    def route(self, rows: Sequence[JournalRow]) -> list[tuple[str, datetime, datetime]]:
+        with self._lock:
+            index = self._index
+        if index is None:
+            index = {}
+            for namespace, event_type, subject, entitlement_id in self._load():
+                index.setdefault((namespace, event_type, subject), []).append(entitlement_id)
+            with self._lock:
+                self._index = index
+        if not index:
+            return []
+        spans: dict[str, tuple[int, int]] = {}
+        for row in rows:
+            targets = index.get((row[1], row[4], row[5]))
+            if not targets:
+                continue
+            t = row[6]
+            for entitlement_id in targets:
+                low, high = spans.get(entitlement_id, (t, t))
+                spans[entitlement_id] = (min(low, t), max(high, t))
+        return [(e, from_us(low), from_us(high)) for e, (low, high) in spans.items()]
