@@ -252,3 +252,85 @@ balance_snapshots = Table(
     Column("grant_usage", DecimalText, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+
+# -- notifications: channels, rules, events and the webhook delivery outbox ----------------------------------
+notification_channels = Table(
+    "notification_channels",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("namespace", String(64), nullable=False),
+    Column("type", String(16), nullable=False),  # WEBHOOK
+    Column("name", String(256), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("custom_headers", JSON, nullable=False),
+    Column("signing_secret", String(128), nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime),
+    Index("notification_channels_namespace", "namespace"),
+)
+
+notification_rules = Table(
+    "notification_rules",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("namespace", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    Column("channels", JSON, nullable=False),  # [channel id]
+    Column("features", JSON, nullable=False),  # [feature id or key], empty = every feature
+    Column("thresholds", JSON, nullable=False),  # [{value: decimal text, type}]
+    Column("metadata", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime),
+    Index("notification_rules_namespace", "namespace"),
+)
+
+# An event's payload is kept as the exact JSON text that is signed and sent (numbers stay as written).
+# The dedupe hash makes "once per threshold and usage period" hold across processes and crashes.
+notification_events = Table(
+    "notification_events",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("namespace", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("rule_id", String(26), ForeignKey("notification_rules.id"), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("dedupe_hash", String(80)),
+    Column("entitlement_id", String(26)),
+    Column("feature_id", String(26)),
+    Column("feature_key", String(64)),
+    Column("subject_key", String(256)),
+    Column("customer_id", String(26)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("notification_events_dedupe", "namespace", "dedupe_hash", unique=True),
+    Index("notification_events_created", "namespace", "created_at"),
+    Index("notification_events_rule", "rule_id"),
+)
+
+# The outbox: one row per (event, channel). Due rows have next_attempt_at <= now; a claimed row's
+# next_attempt_at is its lease expiry, so a claim whose process died is retried once the lease runs out.
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    Column("event_id", String(26), ForeignKey("notification_events.id"), primary_key=True),
+    Column("channel_id", String(26), primary_key=True),
+    Column("namespace", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # PENDING SENDING SUCCESS FAILED RESENDING
+    Column("reason", Text, nullable=False),
+    Column("attempts", JSON, nullable=False),  # [{timestamp, state, statusCode, durationMs, body, url}]
+    Column("attempt_count", Integer, nullable=False),  # attempts claimed since creation or the last resend
+    Column("next_attempt_at", UTCDateTime),  # NULL once SUCCESS or FAILED
+    Column("claim_token", String(32)),
+    Column("claimed_at", UTCDateTime),
+    Column("version", Integer, nullable=False),  # compare-and-set for claims across processes
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("notification_deliveries_due", "next_attempt_at"),
+    Index("notification_deliveries_channel", "channel_id"),
+)
