@@ -87,6 +87,41 @@ class SinkSettings(_Section):
     )
 
 
+class NotificationSettings(_Section):
+    worker: bool = Field(True, description="Run the webhook delivery worker inside `meterd serve`.")
+    timeout: timedelta = Field(
+        timedelta(seconds=10),
+        gt=timedelta(0),
+        description="HTTP timeout of one webhook attempt (connect, and each read or write).",
+    )
+    max_attempts: int = Field(12, ge=1, le=100, description="Attempts per delivery before it is FAILED.")
+    retry_base_delay: timedelta = Field(
+        timedelta(seconds=10),
+        ge=timedelta(0),
+        description="Wait after the first failed attempt; it doubles after each further one.",
+    )
+    retry_max_delay: timedelta = Field(timedelta(hours=6), description="Longest wait between two attempts.")
+    lease_timeout: timedelta = Field(
+        timedelta(minutes=5),
+        gt=timedelta(0),
+        description="An attempt not reported back this long after it started (its process died) is retried.",
+    )
+    poll_interval: timedelta = Field(
+        timedelta(seconds=1),
+        gt=timedelta(0),
+        description="How often the worker looks for due deliveries when not woken.",
+    )
+    concurrency: int = Field(8, ge=1, le=256, description="Webhook requests in flight at once, per worker.")
+
+    @model_validator(mode="after")
+    def _check(self) -> NotificationSettings:
+        if self.lease_timeout <= self.timeout:
+            raise ValueError("notifications.lease_timeout must be longer than notifications.timeout")
+        if self.retry_max_delay < self.retry_base_delay:
+            raise ValueError("notifications.retry_max_delay must not be shorter than retry_base_delay")
+        return self
+
+
 class MeterConfig(_Section):
     """A meter declared in the config file; created at start-up in the default namespace if missing."""
 
@@ -116,6 +151,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     sink: SinkSettings = Field(default_factory=SinkSettings)  # type: ignore[arg-type]
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)  # type: ignore[arg-type]
     meters: list[MeterConfig] = Field(default_factory=list, description="Meters provisioned at start-up.")
 
     @field_validator("api_keys", mode="before")
