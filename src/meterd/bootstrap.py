@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,18 +16,22 @@ from meterd.backends.sql.entitlements import SQLEntitlementStore, SQLFeatureStor
 from meterd.backends.sql.keys import SQLApiKeyStore
 from meterd.backends.sql.meters import SQLMeterStore
 from meterd.backends.sql.migrate import upgrade
+from meterd.backends.sql.notifications import SQLNotificationStore
 from meterd.backends.sqlite.journal import SQLiteJournal
-from meterd.core.errors import ConflictError
+from meterd.core.errors import ConflictError, NotFoundError
 from meterd.customers.service import CustomerService
 from meterd.entitlements.balance import BalanceService, EventRouter
 from meterd.entitlements.features import FeatureService
 from meterd.entitlements.service import EntitlementService
 from meterd.meters.model import Meter
 from meterd.meters.service import MeterCreateInput, MeterService
+from meterd.notifications.outbox import DeliveryOutbox, RetryPolicy
+from meterd.notifications.service import FeatureLookup, NotificationService
 from meterd.settings import Settings
 from meterd.usage.service import UsageService
 from meterd.workers.balance import BalanceWorker
 from meterd.workers.sink import Sink
+from meterd.workers.webhooks import WebhookSender, WebhookWorker
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +74,20 @@ class Services:
     entitlements: EntitlementService
     balances: BalanceService
     balance_worker: BalanceWorker
+    notifications: NotificationService
+    webhooks: WebhookWorker | None = None  # None: deliveries are sent by `meterd worker` processes
     started: bool = field(default=False)
 
     def start(self) -> None:
         self.sink.start()
         self.balance_worker.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         self.started = True
 
     def close(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.stop(grace_s=5.0)
         self.journal.close()
         self.sink.stop(drain=True)
         self.balance_worker.stop()
@@ -133,10 +144,45 @@ def build_services(settings: Settings) -> Services:
         entitlements,
         balances,
         worker,
+        NotificationService(SQLNotificationStore(engine), features=_feature_lookup(features)),
     )
+    if settings.notifications.worker:
+        services.webhooks = webhook_worker(settings, engine)
+        services.notifications.subscribe(services.webhooks.wake)
     provision_meters(services)
     store.rollups.sync(_all_live_meters(engine))
     return services
+
+
+def webhook_worker(settings: Settings, engine: Engine) -> WebhookWorker:
+    """The webhook delivery worker (`meterd serve` runs one; so will `meterd worker`)."""
+    config = settings.notifications
+    policy = RetryPolicy(
+        max_attempts=config.max_attempts,
+        base_delay=config.retry_base_delay,
+        max_delay=config.retry_max_delay,
+        lease=config.lease_timeout,
+    )
+    return WebhookWorker(
+        DeliveryOutbox(SQLNotificationStore(engine), policy),
+        WebhookSender(config.timeout.total_seconds()),
+        concurrency=config.concurrency,
+        poll_interval_s=config.poll_interval.total_seconds(),
+    )
+
+
+def _feature_lookup(features: FeatureService) -> FeatureLookup:
+    def lookup(namespace: str, names: Sequence[str]) -> dict[str, tuple[str, str]]:
+        found = {}
+        for name in names:
+            try:
+                feature = features.get(namespace, name)
+            except NotFoundError:
+                continue
+            found[name] = (feature.id, feature.key)
+        return found
+
+    return lookup
 
 
 def _all_live_meters(engine: Engine) -> list[Meter]:

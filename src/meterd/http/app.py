@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from meterd.bootstrap import Services
 from meterd.http.errors import HANDLERS, problem
 from meterd.http.metrics import Metrics
-from meterd.http.routes import customers, entitlements, events, meters, system
+from meterd.http.routes import customers, entitlements, events, meters, notifications, system
 
 _OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/swagger.json")
 
@@ -103,7 +103,14 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> Starlett
             if manage_lifecycle:
                 services.close()
 
-    routes = [*system.routes, *events.routes, *meters.routes, *customers.routes, *entitlements.routes]
+    routes = [
+        *system.routes,
+        *events.routes,
+        *meters.routes,
+        *customers.routes,
+        *entitlements.routes,
+        *notifications.routes,
+    ]
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.services = services
     metrics = Metrics(services)
