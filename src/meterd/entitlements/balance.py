@@ -34,6 +34,9 @@ from meterd.usage.service import UsageService
 
 log = logging.getLogger(__name__)
 
+ADDITIVE = frozenset({Aggregation.SUM, Aggregation.COUNT})  # usage that adds up minute by minute
+REBASE_AFTER = timedelta(hours=1)  # a base older than this is rebuilt (its tail would grow)
+
 _FOREVER = datetime.max.replace(tzinfo=from_us(0).tzinfo)
 
 
@@ -76,8 +79,19 @@ class Terms:
 
 
 @dataclass
+class _Base:
+    """The exact state at a minute boundary plus the usage of every minute since: enough to compute the
+    value at any later time in Python, as new batches add their increments to the tail."""
+
+    terms: Terms
+    snapshot: Snapshot
+    tail: dict[datetime, Decimal]
+
+
+@dataclass
 class _State:
     generation: int = 0
+    base: _Base | None = None
     snapshots: list[Snapshot] = field(default_factory=list)  # period starts, sorted by `at`
     value: Value | None = None
     valid_until: datetime = _FOREVER
@@ -98,8 +112,11 @@ class BalanceService:
         self._meter = meters
         self._lock = threading.Lock()
         self._states: dict[str, _State] = {}
+        self._names: dict[tuple[str, ...], Entitlement] = {}  # see remember()
         self._future: list[tuple[datetime, str]] = []  # (event time, entitlement id): invalidate when due
-        self.computations = 0  # engine runs, for tests and metrics
+        self._epoch = 0  # batches whose store began
+        self._inflight = 0  # batches being stored now
+        self.computations = 0  # engine runs with queries, for tests and metrics
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -113,34 +130,73 @@ class BalanceService:
         if entitlement.type is EntitlementType.STATIC:
             return Value(has_access=True, at=moment, config=entitlement.config)
         if at is None:
-            self._expire_future(now)
-            with self._lock:
-                state = self._states.get(entitlement.id)
-                if state is not None and state.value is not None and ceil_minute(now) < state.valid_until:
-                    return state.value
+            cached = self._cached(entitlement, now)
+            if cached is not None:
+                return cached
         return self._compute(entitlement, moment, cache=at is None)
+
+    def _cached(self, entitlement: Entitlement, now: datetime) -> Value | None:
+        """The cached value, or one computed from the entitlement's base (no query), or None."""
+        self._expire_future(now)
+        with self._lock:
+            state = self._states.get(entitlement.id)
+            if state is None:
+                return None
+            if state.value is not None and ceil_minute(now) < state.valid_until:
+                return state.value
+            generation, base = state.generation, state.base
+        if base is None or now - base.snapshot.at >= REBASE_AFTER:
+            return None
+        value, valid_until = self._from_base(base, now)
+        self._store(entitlement.id, generation, value, valid_until)
+        return value
+
+    def cached_value(self, key: tuple[str, ...]) -> Value | None:
+        """The value now of the entitlement a caller named by `key` (e.g. namespace, customer, feature), when
+        both the name and the value are cached: no database, no engine (the hot path of access checks)."""
+        entitlement = self._names.get(key)
+        if entitlement is None:
+            return None
+        now = utcnow()
+        if not entitlement.active_at(now) or entitlement.type is not EntitlementType.METERED:
+            return None
+        return self._cached(entitlement, now)
+
+    def remember(self, key: tuple[str, ...], entitlement: Entitlement) -> None:
+        """Name -> live entitlement, forgotten whenever any entitlement or customer changes."""
+        if entitlement.deleted_at is None:
+            with self._lock:
+                if len(self._names) > 200_000:
+                    self._names.clear()
+                self._names[key] = entitlement
 
     def _compute(self, entitlement: Entitlement, moment: datetime, cache: bool) -> Value:
         with self._lock:
             state = self._states.setdefault(entitlement.id, _State())
-            generation = state.generation
-            snapshots = list(state.snapshots)
+            generation, epoch, quiet = state.generation, self._epoch, self._inflight == 0
+            snapshots, base = list(state.snapshots), state.base
+        if cache and base is not None and moment - base.snapshot.at < REBASE_AFTER:
+            value, valid_until = self._from_base(base, moment)
+            self._store(entitlement.id, generation, value, valid_until)
+            return value
         terms = self.terms(entitlement)
         t = ceil_minute(moment)
         start, new_snapshots = self._start(terms, snapshots, t)
-        result = run(terms.grants, start, t, [], self._usage_fn(terms))
         self.computations += 1
-        snap = result.snapshot
-        value = Value(
-            has_access=entitlement.is_soft_limit or snap.balance > 0,
-            at=t,
-            balance=snap.balance,
-            usage=snap.usage,
-            overage=snap.overage,
-            total_available=snap.grant_usage + snap.balance,
-            period=period_at(terms.interval, terms.anchor, terms.manual, moment),
-        )
-        valid_until = self._valid_until(terms, t)
+        at_minute = floor_minute(moment)
+        if cache and quiet and terms.meter.aggregation in ADDITIVE and start.at <= at_minute:
+            # a new base: the state at the start of this minute, and the usage of every minute from there
+            mid = run(terms.grants, start, at_minute, [], self._usage_fn(terms)).snapshot
+            tail: dict[datetime, Decimal] = {}
+            for minute, _, amount in self._usage.per_minute(terms.meter, at_minute, terms.subjects, terms.filters):
+                tail[minute] = tail.get(minute, Decimal(0)) + _decimal(amount)
+            base = _Base(terms, mid, tail)
+            value, valid_until = self._from_base(base, moment)
+        else:
+            base = None
+            result = run(terms.grants, start, t, [], self._usage_fn(terms))
+            value = self._value(terms, result.snapshot, moment)
+            valid_until = self._valid_until(terms, t)
         with self._lock:
             state = self._states.setdefault(entitlement.id, _State())
             if state.generation == generation:
@@ -148,10 +204,103 @@ class BalanceService:
                     index = bisect.bisect_left([s.at for s in state.snapshots], snapshot.at)
                     if index == len(state.snapshots) or state.snapshots[index].at != snapshot.at:
                         state.snapshots.insert(index, snapshot)
-                if cache:
-                    state.value = value
-                    state.valid_until = valid_until
+                # a base is exact only if no batch was being stored while its queries ran: a batch stored
+                # later adds its own increments (on_stored); one stored earlier is in the queries
+                if base is not None and self._epoch == epoch and self._inflight == 0:
+                    state.base = base
+        if cache:
+            self._store(entitlement.id, generation, value, valid_until)
         return value
+
+    def _store(self, entitlement_id: str, generation: int, value: Value, valid_until: datetime) -> None:
+        with self._lock:
+            state = self._states.setdefault(entitlement_id, _State())
+            if state.generation == generation:
+                state.value = value
+                state.valid_until = valid_until
+
+    @staticmethod
+    def _value(terms: Terms, snap: Snapshot, moment: datetime) -> Value:
+        return Value(
+            has_access=terms.entitlement.is_soft_limit or snap.balance > 0,
+            at=snap.at,
+            balance=snap.balance,
+            usage=snap.usage,
+            overage=snap.overage,
+            total_available=snap.grant_usage + snap.balance,
+            period=period_at(terms.interval, terms.anchor, terms.manual, moment),
+        )
+
+    def _from_base(self, base: _Base, moment: datetime) -> tuple[Value, datetime]:
+        """The value from a base: pure Python, no query (the tail holds every minute's usage since the base)."""
+        terms, t = base.terms, ceil_minute(moment)
+        tail = dict(base.tail)
+
+        def usage(period_start: datetime, frm: datetime, to: datetime) -> Decimal:
+            return sum((v for m, v in tail.items() if frm <= m < to), Decimal(0))
+
+        preserve = terms.entitlement.preserve_overage_at_reset
+        resets = resets_between(terms.interval, terms.anchor, terms.manual, base.snapshot.at, t, preserve)
+        snap = run(terms.grants, base.snapshot, t, resets, usage).snapshot
+        valid_until = self._valid_until(terms, t)
+        later = [m for m in tail if m >= t]  # future-dated events count when their minute comes
+        if later:
+            valid_until = min(valid_until, min(later))
+        return self._value(terms, snap, moment), valid_until
+
+    # -- the sink's side -----------------------------------------------------------------------------
+
+    def begin_write(self) -> None:
+        with self._lock:
+            self._epoch += 1
+            self._inflight += 1
+
+    def end_write(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+
+    def on_stored(self, seq_range: tuple[int, int], hits: Sequence[tuple[str, datetime, datetime]]) -> None:
+        """A batch is in the store: (entitlement id, earliest, latest event time) for the entitlements its
+        events touch. Entitlements with a base get the batch's per-minute increments (one query per meter
+        and filter set, bounded by the batch's journal range); the others are recomputed on next read."""
+        groups: dict[tuple[str, str], list[tuple[str, _Base, datetime]]] = {}
+        with self._lock:
+            plain = []
+            for entitlement_id, earliest, latest in hits:
+                state = self._states.get(entitlement_id)
+                base = state.base if state is not None else None
+                if base is None or floor_minute(earliest) < base.snapshot.at:
+                    plain.append((entitlement_id, earliest, latest))
+                    continue
+                key = (base.terms.meter.id, repr(sorted(base.terms.filters.items())))
+                groups.setdefault(key, []).append((entitlement_id, base, earliest))
+        self.on_events(plain)
+        for members in groups.values():
+            self._apply(seq_range, members)
+
+    def _apply(self, seq_range: tuple[int, int], members: list[tuple[str, _Base, datetime]]) -> None:
+        terms = members[0][1].terms
+        subjects = sorted({s for _, base, _ in members for s in base.terms.subjects})
+        start = min(earliest for _, _, earliest in members)
+        try:
+            rows = self._usage.per_minute(
+                terms.meter, floor_minute(start), subjects, terms.filters, seq_range=seq_range
+            )
+        except Exception:
+            log.exception("balance increments failed; the entitlements will be recomputed")
+            self.on_events([(e, earliest, earliest) for e, _, earliest in members])
+            return
+        with self._lock:
+            for entitlement_id, base, _ in members:
+                state = self._states.get(entitlement_id)
+                if state is None or state.base is not base:
+                    continue
+                mine = set(base.terms.subjects)
+                for minute, subject, amount in rows:
+                    if subject in mine:
+                        base.tail[minute] = base.tail.get(minute, Decimal(0)) + _decimal(amount)
+                state.generation += 1
+                state.value = None
 
     def _start(self, terms: Terms, snapshots: list[Snapshot], t: datetime) -> tuple[Snapshot, list[Snapshot]]:
         """The state at the start of the period containing `t`: from the latest cached period start,
@@ -256,11 +405,14 @@ class BalanceService:
     def invalidate(self, entitlement_id: str, since: datetime | None = None) -> None:
         """Forget the cached value, and the period starts after `since` (all of them when None)."""
         with self._lock:
+            if since is None:
+                self._names.clear()
             state = self._states.get(entitlement_id)
             if state is None:
                 return
             state.generation += 1
             state.value = None
+            state.base = None
             if since is None:
                 state.snapshots.clear()
             else:
@@ -293,7 +445,9 @@ class BalanceService:
 
 
 def _decimal(value: float) -> Decimal:
-    """A meter total as a Decimal: the shortest text that reads back as the same float."""
+    """A meter total as a Decimal: the shortest text that reads back as the same float (an empty total
+    may arrive as the int 0, which has no is_integer() before Python 3.12)."""
+    value = float(value)
     return Decimal(int(value)) if value.is_integer() else Decimal(repr(value))
 
 

@@ -195,6 +195,9 @@ def build(query: MeterQuery, table: str = EVENTS_TABLE) -> CompiledQuery:
         where.append(f"subject IN {params.bind(list(query.subjects), 'Array(String)')}")
     if query.customer_of is not None:
         where.append(f"subject IN {params.bind(list(query.customer_of.keys()), 'Array(String)')}")
+    if query.seq_range is not None:
+        low, high = (params.bind(n, "UInt64") for n in query.seq_range)
+        where.append(f"seq BETWEEN {low} AND {high}")
     for key in sorted(query.filters):
         path, spec = query.filters[key]
         column = f"JSON_VALUE(data, {params.bind(path, 'String')})"

@@ -49,6 +49,7 @@ class MeterQuery:
     group_by_customer: bool = False
     group_by: dict[str, str] = field(default_factory=dict)  # requested meter group-by key -> JSONPath
     filters: dict[str, tuple[str, FilterString]] = field(default_factory=dict)  # key -> (JSONPath, filter)
+    seq_range: tuple[int, int] | None = None  # only events stored by these journal batches (balance deltas)
 
 
 @dataclass(frozen=True)

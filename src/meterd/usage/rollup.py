@@ -80,7 +80,7 @@ def whole_hour_zone(name: str) -> bool:
 
 
 def usable(query: MeterQuery) -> bool:
-    if query.window_size is WindowSize.MINUTE:
+    if query.window_size is WindowSize.MINUTE or query.seq_range is not None:
         return False
     return query.window_size is None or whole_hour_zone(query.time_zone)
 

@@ -179,6 +179,37 @@ class UsageService:
         _, rows = self._run(meter, logical)
         return sum(float(row[-1]) for row in rows)
 
+    def per_minute(
+        self,
+        meter: Meter,
+        start: datetime,
+        subjects: Sequence[str],
+        filters: dict[str, tuple[str, FilterString]] | None = None,
+        end: datetime | None = None,
+        seq_range: tuple[int, int] | None = None,
+    ) -> list[tuple[datetime, str, float]]:
+        """(minute, subject, value) for the meter's events of these subjects from `start` (and, with
+        `seq_range`, only those stored by these journal batches): the increments of live balances."""
+        if meter.event_from is not None and start < meter.event_from:
+            start = meter.event_from
+        if not subjects:
+            return []
+        logical = MeterQuery(
+            namespace=meter.namespace,
+            event_type=meter.event_type,
+            aggregation=meter.aggregation,
+            value_property=meter.value_property,
+            start=start,
+            end=end,
+            window_size=WindowSize.MINUTE,
+            subjects=tuple(subjects),
+            group_by_subject=True,
+            filters=dict(filters or {}),
+            seq_range=seq_range,
+        )
+        compiled = build(logical)
+        return [(_utc(row[0]), row[2], float(row[3])) for row in self._reader.run(compiled)]
+
     def query(self, meter: Meter, req: QueryRequest) -> QueryResult:
         logical = self.compile(meter, req)
         compiled, rows = self._run(meter, logical)

@@ -48,8 +48,14 @@ class BalanceWorker:
         hits = self._router.route(batch.rows)
         if not hits:
             return
-        self._balances.on_events(hits)
+        self._balances.on_stored((batch.first_seq, batch.last_seq), hits)
         self._mark([(e, "update") for e, _, _ in hits])
+
+    def begin_write(self) -> None:
+        self._balances.begin_write()
+
+    def end_write(self) -> None:
+        self._balances.end_write()
 
     def on_changed(self, namespace: str, entitlement_id: str, since: datetime | None) -> None:
         self._balances.invalidate(entitlement_id, since)

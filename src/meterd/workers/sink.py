@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from meterd.core.timeutil import now_us
 from meterd.ingest.journal import JournalBatch, JournalSource
@@ -19,6 +20,12 @@ from meterd.usage.store import EventWriter
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.01
+
+
+class WriteGuard(Protocol):
+    def begin_write(self) -> None: ...
+
+    def end_write(self) -> None: ...
 
 
 @dataclass
@@ -49,6 +56,7 @@ class Sink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.on_stored: list[Callable[[JournalBatch], None]] = []  # told after each batch is in the store
+        self.guards: list[WriteGuard] = []  # told before a batch's write begins and after its listeners ran
         self.stats = SinkStats(last_success_mono=time.monotonic())
 
     def start(self) -> None:
@@ -96,13 +104,19 @@ class Sink:
         if batch is None:
             return False
         started = time.perf_counter()
-        self._writer.write(batch)
-        self._source.mark_stored(batch)
-        for listener in self.on_stored:
-            try:
-                listener(batch)
-            except Exception:  # a listener's failure must not replay a stored batch
-                log.exception("sink listener failed")
+        for guard in self.guards:
+            guard.begin_write()
+        try:
+            self._writer.write(batch)
+            self._source.mark_stored(batch)
+            for listener in self.on_stored:
+                try:
+                    listener(batch)
+                except Exception:  # a listener's failure must not replay a stored batch
+                    log.exception("sink listener failed")
+        finally:
+            for guard in self.guards:
+                guard.end_write()
         self.stats.batches += 1
         self.stats.events += len(batch.rows)
         self.stats.last_flush_s = time.perf_counter() - started

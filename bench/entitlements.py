@@ -1,0 +1,281 @@
+"""Entitlement value checks at scale: 10M events, 10,000 customers, each with a metered entitlement.
+
+    .venv/bin/python -m bench.entitlements --data-dir /tmp/meterd-10m      # reuses a dir bench.query loaded
+    .venv/bin/python -m bench.entitlements --events 1000000 --customers 1000 --seconds 10   # smaller
+
+Steps: load the events (bench.data: 10,000 Zipf-skewed customers over October 2026) if the data dir does not
+have them yet; give every customer an annual token quota (a metered entitlement on the tokens meter, usage
+period a year anchored at 2026-01-01, 100M tokens issued); then
+1. cold checks: each customer's value once (the engine runs, period-start snapshots are cached);
+2. hot checks: closed-loop value checks from keep-alive connections for --seconds: requests/s and latency;
+3. exactness: usage, balance and overage of a sample of customers equal the meter's own total;
+4. under ingest: the same checks while fresh events arrive, and freshness: how long after its 204 an event
+   shows in the value.
+Results go to bench/results/entitlements.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+from bench.data import EVENT_TYPE, subjects, zipf_weights
+from bench.query import RssWatch, _count, _load
+from bench.wire import exchange, exchange_body, get, request
+from tests.conftest import Server
+
+FEATURE = "bench_quota"
+QUOTA = 100_000_000
+YEAR = {"interval": "YEAR", "anchor": "2026-01-01T00:00:00Z"}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def _setup(base: str, names: list[str], concurrency: int = 8) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as api:
+        await api.post("/api/v1/features", json={"key": FEATURE, "name": "Annual tokens", "meterSlug": "bench_tokens"})
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for name in names:
+            queue.put_nowait(name)
+
+        async def worker() -> None:
+            while not queue.empty():
+                name = queue.get_nowait()
+                r = await api.post("/api/v1/customers", json={"name": name, "key": name})
+                assert r.status_code in (201, 409), r.text
+                body = {
+                    "type": "metered",
+                    "featureKey": FEATURE,
+                    "usagePeriod": YEAR,
+                    "measureUsageFrom": "2026-01-01T00:00:00Z",
+                    "issue": {"amount": QUOTA},
+                }
+                r = await api.post(f"/api/v2/customers/{name}/entitlements", json=body)
+                assert r.status_code in (201, 409), r.text
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def _value_path(name: str) -> str:
+    return f"/api/v2/customers/{name}/entitlements/{FEATURE}/value"
+
+
+async def _checks(
+    port: int, pick, seconds: float | None, connections: int, names: list[str] | None = None
+) -> tuple[list[float], int]:
+    """Closed-loop value checks; with `names`, each name exactly once (the cold pass)."""
+    latencies: list[float] = []
+    errors = 0
+    until = time.perf_counter() + (seconds or 0)
+    todo = list(names or [])
+
+    async def one() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while todo if names else time.perf_counter() < until:
+            name = todo.pop() if names else pick()
+            started = time.perf_counter()
+            status, _ = await exchange_body(reader, writer, get(port, _value_path(name)))
+            latencies.append(time.perf_counter() - started)
+            errors += status != 200
+        writer.close()
+
+    await asyncio.gather(*(one() for _ in range(connections)))
+    return latencies, errors
+
+
+async def _ingest(port: int, rate: int, stop: asyncio.Event, pick, sent: list[int]) -> None:
+    """Fresh events (now) at about `rate` events/s, batches of 100."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    interval = 100 / rate
+    while not stop.is_set():
+        started = time.perf_counter()
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        batch = [
+            {
+                "specversion": "1.0",
+                "type": EVENT_TYPE,
+                "id": uuid.uuid4().hex,
+                "source": "bench-live",
+                "subject": pick(),
+                "time": now,
+                "data": {"model": "gpt-4o", "total_tokens": 100},
+            }
+            for _ in range(100)
+        ]
+        status = await exchange(reader, writer, request(port, json.dumps(batch).encode(), "application/json"))
+        if status == 204:
+            sent[0] += 100
+        await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+    writer.close()
+
+
+async def _freshness(base: str, port: int, names: list[str], samples: int) -> list[float]:
+    out = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as api:
+        for name in random.Random(3).sample(names, samples):
+            before = Decimal(str((await api.get(_value_path(name))).json()["usage"]))
+            event = {
+                "specversion": "1.0",
+                "type": EVENT_TYPE,
+                "id": uuid.uuid4().hex,
+                "source": "bench-fresh",
+                "subject": name,
+                "data": {"model": "gpt-4o", "total_tokens": 1000},
+            }
+            r = await api.post("/api/v1/events", json=event)
+            acked = time.perf_counter()
+            assert r.status_code == 204
+            while Decimal(str((await api.get(_value_path(name))).json()["usage"])) < before + 1000:
+                await asyncio.sleep(0.005)
+            out.append(time.perf_counter() - acked)
+    return out
+
+
+def _exact(api: httpx.Client, names: list[str]) -> int:
+    """Usage, balance and overage equal the meter's own total for the customer."""
+    checked = 0
+    for name in names:
+        value = api.get(_value_path(name)).json()
+        rows = api.get(
+            "/api/v1/meters/bench_tokens/query", params={"subject": name, "from": "2026-01-01T00:00:00Z"}
+        ).json()["data"]
+        usage = Decimal(str(rows[0]["value"])) if rows else Decimal(0)
+        assert Decimal(str(value["usage"])) == usage, (name, value, usage)
+        assert Decimal(str(value["balance"])) == max(Decimal(0), QUOTA - usage), (name, value)
+        assert Decimal(str(value["overage"])) == max(Decimal(0), usage - QUOTA), (name, value)
+        assert value["hasAccess"] == (usage < QUOTA)
+        checked += 1
+    return checked
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--data-dir", type=Path, help="keep the data here (reused when already loaded)")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--ingest-rate", type=int, default=2000, help="events/s during the checks under ingest")
+    args = parser.parse_args()
+    tmp = None
+    if args.data_dir is None:
+        tmp = tempfile.TemporaryDirectory()
+        args.data_dir = Path(tmp.name) / "data"
+    server = Server(args.data_dir).start(timeout=600)
+    assert server.process is not None
+    watch = RssWatch(server.process.pid)
+    watch.start()
+    names = subjects(args.customers)
+    cum = zipf_weights(args.customers)
+    rng = random.Random(11)
+
+    def uniform() -> str:
+        return names[rng.randrange(len(names))]
+
+    def zipf() -> str:
+        return rng.choices(names, cum_weights=cum)[0]
+
+    results: dict[str, object] = {"events": args.events, "customers": args.customers}
+    try:
+        with httpx.Client(base_url=server.url, timeout=300) as api:
+            for slug, body in (
+                (
+                    "bench_tokens",
+                    {"aggregation": "SUM", "valueProperty": "$.total_tokens", "groupBy": {"model": "$.model"}},
+                ),
+                ("bench_calls", {"aggregation": "COUNT"}),
+            ):
+                api.post("/api/v1/meters", json={"slug": slug, "eventType": EVENT_TYPE, **body})
+            if _count(api) < args.events:
+                seconds = asyncio.run(_load(server.port, args.events, 4, 1000))
+                while _count(api) < args.events:
+                    time.sleep(0.5)
+                print(f"loaded {args.events:,} events in {seconds:.0f} s")
+            started = time.perf_counter()
+            asyncio.run(_setup(server.url, names))
+            print(f"{len(names):,} customers with entitlements set up in {time.perf_counter() - started:.0f} s")
+
+            started = time.perf_counter()
+            cold, errors = asyncio.run(_checks(server.port, uniform, None, 2, names=list(names)))
+            took = time.perf_counter() - started
+            assert errors == 0
+            results["cold"] = {"p50_ms": _pct(cold, 0.5), "p99_ms": _pct(cold, 0.99), "seconds": round(took, 1)}
+            print(
+                f"cold checks: {len(cold):,} in {took:.0f} s, p50 {_pct(cold, 0.5):.1f} ms, p99 {_pct(cold, 0.99):.1f} ms"
+            )
+
+            for label, pick in (("hot uniform", uniform), ("hot zipf", zipf)):
+                lat, errors = asyncio.run(_checks(server.port, pick, args.seconds, args.connections))
+                assert errors == 0
+                rate = len(lat) / args.seconds
+                results[label] = {
+                    "requests_per_s": round(rate),
+                    "p50_ms": round(_pct(lat, 0.5), 2),
+                    "p99_ms": round(_pct(lat, 0.99), 2),
+                    "p999_ms": round(_pct(lat, 0.999), 2),
+                }
+                print(f"{label}: {rate:,.0f} checks/s, p50 {_pct(lat, 0.5):.2f} ms, p99 {_pct(lat, 0.99):.2f} ms")
+
+            results["exact_sample"] = _exact(api, [names[0], *rng.sample(names, 30)])
+            print(f"exact: {results['exact_sample']} customers' usage, balance and overage equal the meter's totals")
+
+            async def under_ingest() -> tuple[list[float], int, list[int]]:
+                stop = asyncio.Event()
+                sent = [0]
+                feeder = asyncio.create_task(_ingest(server.port, args.ingest_rate, stop, zipf, sent))
+                lat, errors = await _checks(server.port, uniform, args.seconds, args.connections)
+                stop.set()
+                await feeder
+                return lat, errors, sent
+
+            lat, errors, sent = asyncio.run(under_ingest())
+            assert errors == 0
+            rate = len(lat) / args.seconds
+            results["under ingest"] = {
+                "ingest_events_per_s": round(sent[0] / args.seconds),
+                "requests_per_s": round(rate),
+                "p50_ms": round(_pct(lat, 0.5), 2),
+                "p99_ms": round(_pct(lat, 0.99), 2),
+            }
+            print(
+                f"under ingest ({sent[0] / args.seconds:,.0f} events/s): {rate:,.0f} checks/s, "
+                f"p50 {_pct(lat, 0.5):.2f} ms, p99 {_pct(lat, 0.99):.2f} ms"
+            )
+            fresh = asyncio.run(_freshness(server.url, server.port, names, 20))
+            results["freshness_ms"] = {
+                "median": round(statistics.median(fresh) * 1000),
+                "max": round(max(fresh) * 1000),
+            }
+            print(
+                f"freshness (204 -> value): median {statistics.median(fresh) * 1000:.0f} ms, max {max(fresh) * 1000:.0f} ms"
+            )
+            time.sleep(1)  # the last events reach the store
+            results["exact_after_ingest"] = _exact(api, [names[0], *rng.sample(names, 30)])
+            print(f"exact after live ingest: {results['exact_after_ingest']} customers")
+    finally:
+        watch.stop.set()
+        server.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    results["peak_rss_mib"] = round(watch.peak_kib / 1024)
+    print(f"server peak RSS: {watch.peak_kib / 1024:,.0f} MiB")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "entitlements.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
