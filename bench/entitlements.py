@@ -214,7 +214,8 @@ def main() -> None:
             assert errors == 0
             results["cold"] = {"p50_ms": _pct(cold, 0.5), "p99_ms": _pct(cold, 0.99), "seconds": round(took, 1)}
             print(
-                f"cold checks: {len(cold):,} in {took:.0f} s, p50 {_pct(cold, 0.5):.1f} ms, p99 {_pct(cold, 0.99):.1f} ms"
+                f"cold checks: {len(cold):,} in {took:.0f} s, "
+                f"p50 {_pct(cold, 0.5):.1f} ms, p99 {_pct(cold, 0.99):.1f} ms"
             )
 
             for label, pick in (("hot uniform", uniform), ("hot zipf", zipf)):
@@ -260,7 +261,8 @@ def main() -> None:
                 "max": round(max(fresh) * 1000),
             }
             print(
-                f"freshness (204 -> value): median {statistics.median(fresh) * 1000:.0f} ms, max {max(fresh) * 1000:.0f} ms"
+                f"freshness (204 -> value): median {statistics.median(fresh) * 1000:.0f} ms, "
+                f"max {max(fresh) * 1000:.0f} ms"
             )
             time.sleep(1)  # the last events reach the store
             results["exact_after_ingest"] = _exact(api, [names[0], *rng.sample(names, 30)])
