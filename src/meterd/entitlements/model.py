@@ -60,9 +60,14 @@ class Entitlement:
     deleted_at: datetime | None = None
 
     def active_at(self, t: datetime) -> bool:
+        """Active from creation (or, for a metered entitlement measuring usage from earlier, from then: its
+        past values answer) until deleted or `active_to`."""
         if self.deleted_at is not None and t >= self.deleted_at:
             return False
-        return self.active_from <= t and (self.active_to is None or t < self.active_to)
+        start = self.active_from
+        if self.measure_usage_from is not None and self.measure_usage_from < start:
+            start = self.measure_usage_from
+        return start <= t and (self.active_to is None or t < self.active_to)
 
 
 @dataclass(frozen=True)
