@@ -126,6 +126,7 @@ def build_services(settings: Settings) -> Services:
     balances = BalanceService(entitlements, usage, meters.get)
     worker = BalanceWorker(balances, EventRouter(entitlement_store.routes), entitlement_store.by_id)
     sink.on_stored.append(worker.on_stored)
+    sink.guards.append(worker)
     entitlements.changed.append(worker.on_changed)
     entitlements.reset_hooks.append(worker.on_reset)
     customers.changed.append(worker.on_customer_changed)

@@ -303,24 +303,42 @@ async def void_grant(request: Request) -> Response:
 # -- values, history, resets --------------------------------------------------------------------------
 
 
+def _value_key(request: Request, owner: str, name: str) -> tuple[str, ...]:
+    params = request.path_params
+    return (namespace(request), owner, params[owner], params[name])
+
+
 async def entitlement_value(request: Request) -> Response:
     at = query_time(request, "time")
+    balances = services(request).balances
+    owner = "subject" if "subject" in request.path_params else "customer"
+    key = _value_key(request, owner, "entitlement")
+    if at is None and (hit := balances.cached_value(key)) is not None:
+        return json_response(value_json(hit))
 
     def load() -> dict[str, Any]:
         _, entitlement = _resolve(request)
-        return value_json(services(request).balances.value(entitlement, at))
+        value = balances.value(entitlement, at)
+        balances.remember(key, entitlement)
+        return value_json(value)
 
     return json_response(await call(load))
 
 
 async def customer_feature_value(request: Request) -> Response:
     at = query_time(request, "time")
+    balances = services(request).balances
+    key = _value_key(request, "customer", "feature")
+    if at is None and (hit := balances.cached_value(key)) is not None:
+        return json_response(value_json(hit))
 
     def load() -> dict[str, Any]:
         svc = services(request)
         customer = svc.entitlements.customer(namespace(request), request.path_params["customer"])
         entitlement = svc.entitlements.get_for(namespace(request), customer, request.path_params["feature"])
-        return value_json(svc.balances.value(entitlement, at))
+        value = balances.value(entitlement, at)
+        balances.remember(key, entitlement)
+        return value_json(value)
 
     return json_response(await call(load))
 
