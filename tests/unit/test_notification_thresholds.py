@@ -156,6 +156,8 @@ def test_retry_schedule_doubles_with_jitter_and_a_cap() -> None:
     rng = random.Random(1)
     assert all(5 <= policy.delay(1, rng.random).total_seconds() <= 10 for _ in range(100))
     assert policy.delay(500, lambda: 1.0) == timedelta(minutes=1)  # no overflow far out
+    huge = RetryPolicy(base_delay=timedelta(days=900), max_delay=timedelta(days=1000))
+    assert huge.delay(99, lambda: 1.0) == timedelta(days=1000)
 
 
 def test_generated_secrets_verify() -> None:

@@ -27,8 +27,9 @@ class RetryPolicy:
 
     def delay(self, failed_attempts: int, rand: Callable[[], float] = random.random) -> timedelta:
         """The wait after the `failed_attempts`-th failure."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** min(failed_attempts - 1, 40)))
-        return ceiling * (0.5 + rand() / 2)
+        exponent = min(max(failed_attempts - 1, 0), 60)
+        ceiling = min(self.max_delay.total_seconds(), self.base_delay.total_seconds() * 2.0**exponent)
+        return timedelta(seconds=ceiling * (0.5 + rand() / 2))
 
 
 @dataclass(frozen=True)
