@@ -14,7 +14,7 @@ from typing import Any
 import isodate
 
 from meterd.backends.sql.entitlements import SQLEntitlementStore, SQLGrantStore, SQLResetStore
-from meterd.core.errors import ConflictError, NotFoundError, ProblemCollector, ValidationError
+from meterd.core.errors import ConflictError, NotFoundError, Problem, ProblemCollector, ValidationError
 from meterd.core.ids import new_ulid
 from meterd.core.timeutil import ceil_minute, floor_minute, utcnow
 from meterd.credit.periods import Interval, ManualReset, period_at
@@ -116,9 +116,9 @@ class EntitlementService:
         try:
             kind = EntitlementType(data.type)
         except ValueError:
-            raise ValidationError("type: must be one of metered, boolean, static") from None
+            raise ValidationError(Problem("type", "must be one of metered, boolean, static")) from None
         if not data.feature_key and not data.feature_id:
-            raise ValidationError("featureKey: featureKey or featureId is required")
+            raise ValidationError(Problem("featureKey", "featureKey or featureId is required", "required"))
         feature = self.features.get(namespace, data.feature_id or data.feature_key or "", include_archived=False)
         if data.feature_key and data.feature_id and feature.key != data.feature_key:
             problems.add("featureKey", "featureKey and featureId name different features")
@@ -407,10 +407,12 @@ class EntitlementService:
         now = utcnow()
         at = floor_minute(data.effective_at if data.effective_at is not None else now)
         if at > now:
-            raise ValidationError("effectiveAt: a reset cannot be in the future")
+            raise ValidationError(Problem("effectiveAt", "a reset cannot be in the future"))
         assert entitlement.measure_usage_from is not None
         if at <= entitlement.measure_usage_from:
-            raise ValidationError("effectiveAt: a reset must be after the entitlement started measuring usage")
+            raise ValidationError(
+                Problem("effectiveAt", "a reset must be after the entitlement started measuring usage")
+            )
         previous = self.resets(entitlement)
         if previous and at <= previous[-1].reset_at:
             raise ConflictError("effectiveAt: a reset must be after the last reset")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -52,7 +52,7 @@ class GrantBody(msgspec.Struct):
 
 class IssueBody(msgspec.Struct):
     amount: Decimal
-    priority: int | None = None
+    priority: Annotated[int, msgspec.Meta(ge=1, le=255)] | None = None
 
 
 class EntitlementBody(msgspec.Struct):
@@ -79,9 +79,12 @@ class ResetBody(msgspec.Struct):
 
 
 def _aware(value: datetime | None, field: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    """A time with an offset, as UTC (the credit engine and the stores work in UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         raise ValidationError(Problem(field, "must be RFC 3339 with a UTC offset or Z"))
-    return value
+    return value.astimezone(UTC)
 
 
 def grant_input(body: GrantBody, where: str = "") -> GrantInput:
@@ -115,7 +118,7 @@ def entitlement_input(body: EntitlementBody, v2: bool) -> EntitlementInput:
             raise ValidationError(
                 Problem("measureUsageFrom", "must be CURRENT_PERIOD_START, NOW or an RFC 3339 time with an offset")
             )
-        measure = parsed
+        measure = parsed.astimezone(UTC)
     issue_amount, issue_priority = body.issueAfterReset, body.issueAfterResetPriority
     if body.issue is not None:
         issue_amount, issue_priority = body.issue.amount, body.issue.priority or issue_priority

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from meterd.core.errors import ValidationError
+from meterd.core.errors import Problem, ValidationError
 from meterd.core.timeutil import utcnow, zone
 from meterd.customers.model import Customer
 from meterd.entitlements.features import FeatureInput
@@ -377,7 +377,9 @@ def _windows(start: datetime, end: datetime, size: str, tz_name: str | None) -> 
             nxt = (cursor + step).astimezone(tz)
         out.append((max(cursor.astimezone(start.tzinfo), start), min(nxt.astimezone(start.tzinfo), end)))
         if len(out) > MAX_WINDOWS:
-            raise ValidationError(f"windowSize: more than {MAX_WINDOWS} windows; use a larger window or range")
+            raise ValidationError(
+                Problem("windowSize", f"more than {MAX_WINDOWS} windows; use a larger window or range")
+            )
         cursor = nxt
     return out
 
@@ -385,7 +387,8 @@ def _windows(start: datetime, end: datetime, size: str, tz_name: str | None) -> 
 async def entitlement_history(request: Request) -> Response:
     size = request.query_params.get("windowSize")
     if size not in _WINDOWS:
-        raise ValidationError("windowSize: required, one of MINUTE, HOUR, DAY")
+        code = "invalid" if size else "required"
+        raise ValidationError(Problem("windowSize", "required, one of MINUTE, HOUR, DAY", code))
     tz_name = request.query_params.get("windowTimeZone")
     zone(tz_name)
     frm, to = query_time(request, "from"), query_time(request, "to")
@@ -404,7 +407,9 @@ async def entitlement_history(request: Request) -> Response:
         assert measure is not None
         start = max(start, measure)
         if start >= end:
-            raise ValidationError("from: must be before to (and after the entitlement started measuring usage)")
+            raise ValidationError(
+                Problem("from", "must be before to (and after the entitlement started measuring usage)")
+            )
         windows = _windows(start, end, size, tz_name)
         rows, segments = svc.balances.history(entitlement, start, end, windows)
         return history_json([r for r in rows if r.usage], segments)
