@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -19,17 +21,21 @@ from meterd.backends.sql.migrate import upgrade
 from meterd.backends.sql.notifications import SQLNotificationStore
 from meterd.backends.sqlite.journal import SQLiteJournal
 from meterd.core.errors import ConflictError, NotFoundError
+from meterd.core.timeutil import utcnow
 from meterd.customers.service import CustomerService
-from meterd.entitlements.balance import BalanceService, EventRouter
+from meterd.entitlements.balance import BalanceService, EventRouter, Value
 from meterd.entitlements.features import FeatureService
+from meterd.entitlements.model import Entitlement
 from meterd.entitlements.service import EntitlementService
+from meterd.entitlements.snapshot import EntitlementSnapshot
 from meterd.meters.model import Meter
 from meterd.meters.service import MeterCreateInput, MeterService
+from meterd.notifications.model import RULE_TYPES
 from meterd.notifications.outbox import DeliveryOutbox, RetryPolicy
 from meterd.notifications.service import FeatureLookup, NotificationService
 from meterd.settings import Settings
 from meterd.usage.service import UsageService
-from meterd.workers.balance import BalanceWorker
+from meterd.workers.balance import BalanceWorker, Publish
 from meterd.workers.sink import Sink
 from meterd.workers.webhooks import WebhookSender, WebhookWorker
 
@@ -124,7 +130,15 @@ def build_services(settings: Settings) -> Services:
         entitlement_store, SQLGrantStore(engine), SQLResetStore(engine), features, customers, meters.get
     )
     balances = BalanceService(entitlements, usage, meters.get)
-    worker = BalanceWorker(balances, EventRouter(entitlement_store.routes), entitlement_store.by_id)
+    notification_store = SQLNotificationStore(engine)
+    notifications = NotificationService(notification_store, features=_feature_lookup(features))
+    worker = BalanceWorker(
+        balances,
+        EventRouter(entitlement_store.routes),
+        entitlement_store.by_id,
+        publish=_publisher(entitlements, notifications),
+        wanted=_listening(notification_store),
+    )
     sink.on_stored.append(worker.on_stored)
     sink.guards.append(worker)
     entitlements.changed.append(worker.on_changed)
@@ -145,7 +159,7 @@ def build_services(settings: Settings) -> Services:
         entitlements,
         balances,
         worker,
-        NotificationService(SQLNotificationStore(engine), features=_feature_lookup(features)),
+        notifications,
     )
     if settings.notifications.worker:
         services.webhooks = webhook_worker(settings, engine)
@@ -170,6 +184,63 @@ def webhook_worker(settings: Settings, engine: Engine) -> WebhookWorker:
         concurrency=config.concurrency,
         poll_interval_s=config.poll_interval.total_seconds(),
     )
+
+
+def _publisher(entitlements: EntitlementService, notifications: NotificationService) -> Publish:
+    """Balance worker -> notification rules: the recomputed value with the API shapes of the moment."""
+    from meterd.http.entitlement_wire import entitlement_json, feature_json, value_json
+    from meterd.http.wire import customer_json
+
+    def publish(entitlement: Entitlement, value: Value, operation: str) -> None:
+        if value.balance is None or value.period is None:
+            return
+        assert entitlement.measure_usage_from is not None
+        customer = entitlements.customers.get(entitlement.namespace, entitlement.customer_id)
+        feature = entitlements.features.get(entitlement.namespace, entitlement.feature_id)
+        shape = entitlement_json(entitlement, customer, value.period, v2=False)
+        shape["customerId"] = entitlement.customer_id
+        notifications.on_snapshot(
+            EntitlementSnapshot(
+                namespace=entitlement.namespace,
+                operation="reset" if operation == "reset" else "update",
+                calculated_at=utcnow(),
+                entitlement_id=entitlement.id,
+                feature_id=feature.id,
+                feature_key=feature.key,
+                customer_id=customer.id,
+                subject_key=entitlement.subject_key,
+                period_from=value.period[0],
+                period_to=value.period[1],
+                measure_usage_from=entitlement.measure_usage_from,
+                balance=value.balance,
+                usage=value.usage or Decimal(0),
+                overage=value.overage or Decimal(0),
+                total_available=value.total_available or Decimal(0),
+                has_access=value.has_access,
+                entitlement=shape,
+                feature=feature_json(feature),
+                customer=customer_json(customer),
+                subject={"key": entitlement.subject_key},
+                value=value_json(value),
+            )
+        )
+
+    return publish
+
+
+def _listening(store: SQLNotificationStore, ttl_s: float = 1.0) -> Callable[[str], bool]:
+    """Whether a namespace has live notification rules (asked once a second at most)."""
+    seen: dict[str, tuple[float, bool]] = {}
+
+    def wanted(namespace: str) -> bool:
+        now = time.monotonic()
+        hit = seen.get(namespace)
+        if hit is None or now - hit[0] > ttl_s:
+            hit = (now, bool(store.live_rules(namespace, RULE_TYPES)))
+            seen[namespace] = hit
+        return hit[1]
+
+    return wanted
 
 
 def _feature_lookup(features: FeatureService) -> FeatureLookup:

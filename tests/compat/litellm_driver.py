@@ -4,6 +4,7 @@ background threads). Used by test_litellm.py; not a test module.
     python litellm_driver.py '<json spec>'
 
 spec: {"mode": "sync" | "async", "meterd": url, "count_slug": slug, "calls": [{"model", "user", "content", "mock"}]}
+  or {"mode": "quota", "value_url": url, "call": {...}, "max_calls": n} (see run_quota)
 
 The environment must carry OPENMETER_API_ENDPOINT, OPENMETER_API_KEY, OPENMETER_EVENT_TYPE and
 LITELLM_LOCAL_MODEL_COST_MAP before this starts. After the calls it keeps the process (and, for async, the event loop)
@@ -77,10 +78,35 @@ async def run_async(spec: dict[str, Any]) -> dict[str, Any]:
     return {"calls": records, "delivered": delivered}
 
 
+def run_quota(spec: dict[str, Any]) -> dict[str, Any]:
+    """An LLM app that asks meterd before every call (as a proxy would) and stops when access is denied. After
+    each call it waits until the entitlement's usage shows the call, and records how long that took (the
+    callback's delivery plus meterd's freshness)."""
+    url = spec["value_url"]
+    records, lags = [], []
+    with httpx.Client(timeout=10) as client:
+        for _ in range(spec["max_calls"]):
+            value = client.get(url).json()
+            if not value["hasAccess"]:
+                break
+            record = _record(spec["call"], litellm.completion(**_kwargs(spec["call"])))
+            done = time.monotonic()
+            records.append(record)
+            expected = value["usage"] + record["total_tokens"]
+            while client.get(url).json()["usage"] < expected and time.monotonic() - done < DEADLINE_SECONDS:
+                time.sleep(0.01)
+            lags.append(time.monotonic() - done)
+        final = client.get(url).json()
+    return {"calls": records, "lags": lags, "final": final}
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     litellm.callbacks = ["openmeter"]
-    result = run_sync(spec) if spec["mode"] == "sync" else asyncio.run(run_async(spec))
+    if spec["mode"] == "quota":
+        result = run_quota(spec)
+    else:
+        result = run_sync(spec) if spec["mode"] == "sync" else asyncio.run(run_async(spec))
     print("RESULT " + json.dumps(result), flush=True)
 
 
