@@ -166,6 +166,7 @@ def test_disabled_channel_gets_nothing(api: httpx.Client, receiver: Receiver) ->
     assert receiver.at(path_off) == []
 
 
+@pytest.mark.slow
 def test_a_delivery_cut_off_by_a_crash_is_retried_after_the_lease(tmp_path: Path, receiver: Receiver) -> None:
     data = tmp_path / "data"
     first = Server(data, env={**FAST_RETRIES, "METERD_NOTIFICATIONS__TIMEOUT": "PT1S"}).start()
