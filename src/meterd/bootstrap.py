@@ -14,7 +14,13 @@ from sqlalchemy import Engine, create_engine, event
 from meterd.auth.keys import KeyService
 from meterd.backends.clickhouse.store import ClickHouseEventStore
 from meterd.backends.sql.customers import SQLCustomerStore, SQLSubjectStore
-from meterd.backends.sql.entitlements import SQLEntitlementStore, SQLFeatureStore, SQLGrantStore, SQLResetStore
+from meterd.backends.sql.entitlements import (
+    SQLEntitlementStore,
+    SQLFeatureStore,
+    SQLGrantStore,
+    SQLResetStore,
+    SQLSnapshotStore,
+)
 from meterd.backends.sql.keys import SQLApiKeyStore
 from meterd.backends.sql.meters import SQLMeterStore
 from meterd.backends.sql.migrate import upgrade
@@ -129,7 +135,7 @@ def build_services(settings: Settings) -> Services:
     entitlements = EntitlementService(
         entitlement_store, SQLGrantStore(engine), SQLResetStore(engine), features, customers, meters.get
     )
-    balances = BalanceService(entitlements, usage, meters.get)
+    balances = BalanceService(entitlements, usage, meters.get, SQLSnapshotStore(engine))
     notification_store = SQLNotificationStore(engine)
     notifications = NotificationService(notification_store, features=_feature_lookup(features))
     worker = BalanceWorker(

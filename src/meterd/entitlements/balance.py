@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from meterd.core.timeutil import ceil_minute, floor_minute, from_us, utcnow
 from meterd.credit.engine import Grant, RunResult, Segment, Snapshot, breakpoints, run
@@ -86,6 +87,7 @@ class _Base:
     terms: Terms
     snapshot: Snapshot
     tail: dict[datetime, Decimal]
+    applied: int = 0  # the last journal seq whose increments are in the tail (a replayed batch is skipped)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class _State:
     generation: int = 0
     base: _Base | None = None
     snapshots: list[Snapshot] = field(default_factory=list)  # period starts, sorted by `at`
+    loaded: bool = False  # the stored period starts were read
     value: Value | None = None
     valid_until: datetime = _FOREVER
 
@@ -106,10 +109,18 @@ class WindowRow:
 
 
 class BalanceService:
-    def __init__(self, entitlements: EntitlementService, usage: UsageService, meters: Callable[[str, str], Meter]):
+    def __init__(
+        self,
+        entitlements: EntitlementService,
+        usage: UsageService,
+        meters: Callable[[str, str], Meter],
+        snapshots: SnapshotStore | None = None,
+    ):
         self._entitlements = entitlements
         self._usage = usage
         self._meter = meters
+        self._saved = snapshots
+        self._persisted: dict[str, datetime] = snapshots.latest() if snapshots is not None else {}
         self._lock = threading.Lock()
         self._states: dict[str, _State] = {}
         self._names: dict[tuple[str, ...], Entitlement] = {}  # see remember()
@@ -170,7 +181,23 @@ class BalanceService:
                     self._names.clear()
                 self._names[key] = entitlement
 
+    def _load(self, entitlement_id: str) -> None:
+        """Read the stored period starts once per entitlement (after a restart)."""
+        with self._lock:
+            state = self._states.setdefault(entitlement_id, _State())
+            if state.loaded or self._saved is None or entitlement_id not in self._persisted:
+                state.loaded = True
+                return
+            generation = state.generation
+        stored = self._saved.load(entitlement_id)
+        with self._lock:
+            if state.generation == generation and not state.loaded:
+                known = {s.at for s in state.snapshots}
+                state.snapshots = sorted([*state.snapshots, *(s for s in stored if s.at not in known)], key=_at)
+                state.loaded = True
+
     def _compute(self, entitlement: Entitlement, moment: datetime, cache: bool) -> Value:
+        self._load(entitlement.id)
         with self._lock:
             state = self._states.setdefault(entitlement.id, _State())
             generation, epoch, quiet = state.generation, self._epoch, self._inflight == 0
@@ -204,6 +231,10 @@ class BalanceService:
                     index = bisect.bisect_left([s.at for s in state.snapshots], snapshot.at)
                     if index == len(state.snapshots) or state.snapshots[index].at != snapshot.at:
                         state.snapshots.insert(index, snapshot)
+                if new_snapshots and self._saved is not None:  # under the lock: no invalidation in between
+                    self._saved.save(entitlement.id, new_snapshots, utcnow())
+                    latest = max(s.at for s in new_snapshots)
+                    self._persisted[entitlement.id] = max(latest, self._persisted.get(entitlement.id, latest))
                 # a base is exact only if no batch was being stored while its queries ran: a batch stored
                 # later adds its own increments (on_stored); one stored earlier is in the queries
                 if base is not None and self._epoch == epoch and self._inflight == 0:
@@ -293,8 +324,9 @@ class BalanceService:
         with self._lock:
             for entitlement_id, base, _ in members:
                 state = self._states.get(entitlement_id)
-                if state is None or state.base is not base:
+                if state is None or state.base is not base or seq_range[1] <= base.applied:
                     continue
+                base.applied = seq_range[1]
                 mine = set(base.terms.subjects)
                 for minute, subject, amount in rows:
                     if subject in mine:
@@ -407,6 +439,13 @@ class BalanceService:
         with self._lock:
             if since is None:
                 self._names.clear()
+            persisted = self._persisted.get(entitlement_id)
+            if persisted is not None and self._saved is not None and (since is None or persisted > since):
+                self._saved.delete_after(entitlement_id, since)
+                if since is None:
+                    del self._persisted[entitlement_id]
+                else:
+                    self._persisted[entitlement_id] = since  # an upper bound is enough
             state = self._states.get(entitlement_id)
             if state is None:
                 return
@@ -442,6 +481,20 @@ class BalanceService:
             ids = list(self._states)
         for entitlement_id in ids:
             self.invalidate(entitlement_id, None)
+
+
+class SnapshotStore(Protocol):
+    def latest(self) -> dict[str, datetime]: ...
+
+    def load(self, entitlement_id: str) -> list[Snapshot]: ...
+
+    def save(self, entitlement_id: str, snapshots: Sequence[Snapshot], now: datetime) -> None: ...
+
+    def delete_after(self, entitlement_id: str, since: datetime | None) -> None: ...
+
+
+def _at(snapshot: Snapshot) -> datetime:
+    return snapshot.at
 
 
 def _decimal(value: float) -> Decimal:

@@ -55,7 +55,8 @@ class Sink:
         self._max_batch = max_batch
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.on_stored: list[Callable[[JournalBatch], None]] = []  # told after each batch is in the store
+        # told after each batch is in the store (again if it is replayed: listeners must be idempotent)
+        self.on_stored: list[Callable[[JournalBatch], None]] = []
         self.guards: list[WriteGuard] = []  # told before a batch's write begins and after its listeners ran
         self.stats = SinkStats(last_success_mono=time.monotonic())
 
@@ -108,12 +109,13 @@ class Sink:
             guard.begin_write()
         try:
             self._writer.write(batch)
-            self._source.mark_stored(batch)
+            # listeners before the position moves: a crash in between replays the batch, and them with it
             for listener in self.on_stored:
                 try:
                     listener(batch)
                 except Exception:  # a listener's failure must not replay a stored batch
                     log.exception("sink listener failed")
+            self._source.mark_stored(batch)
         finally:
             for guard in self.guards:
                 guard.end_write()

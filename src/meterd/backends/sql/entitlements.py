@@ -6,13 +6,23 @@ import builtins
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, insert, or_, select, update
+from sqlalchemy import Engine, Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from meterd.backends.sql.tables import customer_subjects, entitlement_resets, entitlements, features, grants, meters
+from meterd.backends.sql.tables import (
+    balance_snapshots,
+    customer_subjects,
+    entitlement_resets,
+    entitlements,
+    features,
+    grants,
+    meters,
+)
 from meterd.core.errors import ConflictError
+from meterd.credit.engine import Snapshot
 from meterd.entitlements.model import Entitlement, EntitlementType, Feature, GrantRecord, ResetRecord
 
 
@@ -279,3 +289,66 @@ class SQLResetStore:
             for row in conn.execute(query.order_by(entitlement_resets.c.reset_at, entitlement_resets.c.id)):
                 out[row.entitlement_id].append(ResetRecord(**dict(row._mapping)))
         return out
+
+
+class SQLSnapshotStore:
+    """Period-start engine states, so a restart does not replay every past period."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def latest(self) -> dict[str, datetime]:
+        """Entitlement id -> time of its latest stored snapshot."""
+        out: dict[str, datetime] = {}
+        query = select(balance_snapshots.c.entitlement_id, balance_snapshots.c.at)
+        with self._engine.connect() as conn:
+            for entitlement_id, at in conn.execute(query):
+                if entitlement_id not in out or at > out[entitlement_id]:
+                    out[entitlement_id] = at
+        return out
+
+    def load(self, entitlement_id: str) -> builtins.list[Snapshot]:
+        query = select(balance_snapshots).where(balance_snapshots.c.entitlement_id == entitlement_id)
+        with self._engine.connect() as conn:
+            return [
+                Snapshot(
+                    at=row.at,
+                    period_start=row.period_start,
+                    balances={k: Decimal(v) for k, v in row.balances.items()},
+                    overage=row.overage,
+                    usage=row.usage,
+                    grant_usage=row.grant_usage,
+                )
+                for row in conn.execute(query.order_by(balance_snapshots.c.at))
+            ]
+
+    def save(self, entitlement_id: str, snapshots: Sequence[Snapshot], now: datetime) -> None:
+        rows = [
+            {
+                "entitlement_id": entitlement_id,
+                "at": s.at,
+                "period_start": s.period_start,
+                "balances": {k: str(v) for k, v in s.balances.items()},
+                "overage": s.overage,
+                "usage": s.usage,
+                "grant_usage": s.grant_usage,
+                "created_at": now,
+            }
+            for s in snapshots
+        ]
+        with self._engine.begin() as conn:
+            for row in rows:
+                exists = conn.execute(
+                    select(balance_snapshots.c.at).where(
+                        balance_snapshots.c.entitlement_id == entitlement_id, balance_snapshots.c.at == row["at"]
+                    )
+                ).first()
+                if exists is None:
+                    conn.execute(insert(balance_snapshots).values(**row))
+
+    def delete_after(self, entitlement_id: str, since: datetime | None) -> None:
+        query = delete(balance_snapshots).where(balance_snapshots.c.entitlement_id == entitlement_id)
+        if since is not None:
+            query = query.where(balance_snapshots.c.at > since)
+        with self._engine.begin() as conn:
+            conn.execute(query)
