@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -17,6 +17,19 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+
+def _seconds(value: Any) -> Any:
+    """Durations may be given as ISO 8601 (`PT0.2S`) or as a number of seconds, also in text (`0.2`)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_seconds)]
 
 
 class _Section(BaseModel):
@@ -60,7 +73,7 @@ class StorageSettings(_Section):
 
 
 class IngestSettings(_Section):
-    dedup_window: timedelta = Field(
+    dedup_window: Duration = Field(
         timedelta(days=32),
         description="How long an event's (namespace, source, id) is remembered to drop retries "
         "(ISO 8601 duration like P32D, or seconds).",
@@ -76,7 +89,7 @@ class IngestSettings(_Section):
 
 class SinkSettings(_Section):
     min_batch: int = Field(5_000, ge=1, description="Flush to the event store once this many events are waiting...")
-    max_wait: timedelta = Field(
+    max_wait: Duration = Field(
         timedelta(milliseconds=200), description="...or once the oldest waiting event is this old."
     )
     max_batch: int = Field(100_000, ge=1, description="Most events in one event-store insert.")
@@ -89,24 +102,24 @@ class SinkSettings(_Section):
 
 class NotificationSettings(_Section):
     worker: bool = Field(True, description="Run the webhook delivery worker inside `meterd serve`.")
-    timeout: timedelta = Field(
+    timeout: Duration = Field(
         timedelta(seconds=10),
         gt=timedelta(0),
         description="HTTP timeout of one webhook attempt (connect, and each read or write).",
     )
     max_attempts: int = Field(12, ge=1, le=100, description="Attempts per delivery before it is FAILED.")
-    retry_base_delay: timedelta = Field(
+    retry_base_delay: Duration = Field(
         timedelta(seconds=10),
         ge=timedelta(0),
         description="Wait after the first failed attempt; it doubles after each further one.",
     )
-    retry_max_delay: timedelta = Field(timedelta(hours=6), description="Longest wait between two attempts.")
-    lease_timeout: timedelta = Field(
+    retry_max_delay: Duration = Field(timedelta(hours=6), description="Longest wait between two attempts.")
+    lease_timeout: Duration = Field(
         timedelta(minutes=5),
         gt=timedelta(0),
         description="An attempt not reported back this long after it started (its process died) is retried.",
     )
-    poll_interval: timedelta = Field(
+    poll_interval: Duration = Field(
         timedelta(seconds=1),
         gt=timedelta(0),
         description="How often the worker looks for due deliveries when not woken.",

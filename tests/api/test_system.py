@@ -10,7 +10,8 @@ from tests.conftest import event, wait_for
 def test_health_and_readiness(api: httpx.Client) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz").json()
-    assert ready["status"] == "ok" and ready["checks"] == {"journal": True, "store": True, "sink": True}
+    checks = {"journal": True, "store": True, "sink": True, "balances": True, "webhooks": True}
+    assert ready["status"] == "ok" and ready["checks"] == checks
 
 
 def test_prometheus_metrics_report_ingest_and_lag(api: httpx.Client, unique) -> None:
@@ -60,6 +61,14 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
         ("/api/v1/subjects", "post"),
     ):
         assert method in paths[path], (path, method)
+    from meterd.http.routes import customers, entitlements, events, meters, notifications, system
+
+    for module in (customers, entitlements, events, meters, notifications, system):
+        for route in module.routes:
+            for method in route.methods - {"HEAD"}:
+                assert method.lower() in paths.get(route.path, {}), (route.path, method)
+    ids = [op["operationId"] for ops in paths.values() for op in ops.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
     body = paths["/api/v1/meters"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/MeterCreateBody"}
     assert "slug" in spec["components"]["schemas"]["MeterCreateBody"]["required"]

@@ -46,3 +46,9 @@ def test_unknown_settings_are_rejected(tmp_path: Path) -> None:
     config.write_text("server:\n  prot: 9000\n")
     with pytest.raises(ValueError, match="prot"):
         load_settings(config)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("0.25", 0.25), ("2", 2.0), ("PT0.5S", 0.5), ("P1D", 86_400.0)])
+def test_durations_take_seconds_or_iso_8601(monkeypatch: pytest.MonkeyPatch, text: str, seconds: float) -> None:
+    monkeypatch.setenv("METERD_SINK__MAX_WAIT", text)
+    assert load_settings(None).sink.max_wait.total_seconds() == seconds

@@ -87,6 +87,10 @@ class BalanceWorker:
         self._thread = threading.Thread(target=self._run, name="meterd-balance", daemon=True)
         self._thread.start()
 
+    def healthy(self) -> bool:
+        """Running (or not needed: nobody listens for recalculated values)."""
+        return self._publish is None or (self._thread is not None and self._thread.is_alive())
+
     def stop(self) -> None:
         with self._cv:
             self._stop = True

@@ -23,7 +23,10 @@ async def readyz(request: Request) -> Response:
         "journal": svc.journal.healthy(),
         "store": await call(svc.store.healthy),
         "sink": svc.sink.healthy(),
+        "balances": svc.balance_worker.healthy(),
     }
+    if svc.webhooks is not None:
+        checks["webhooks"] = svc.webhooks.healthy()
     ok = all(checks.values())
     body = {"status": "ok" if ok else "unavailable", "checks": checks, "journalDepth": svc.journal.depth()}
     return json_response(body, 200 if ok else 503)
