@@ -151,6 +151,7 @@ def build_services(settings: Settings) -> Services:
     entitlements.reset_hooks.append(worker.on_reset)
     customers.changed.append(worker.on_customer_changed)
     features.changed.append(lambda namespace: worker.on_customer_changed(namespace, ""))
+    meters.changed.append(lambda meter: worker.on_customer_changed(meter.namespace, ""))
     services = Services(
         settings,
         engine,

@@ -54,6 +54,7 @@ class MeterService:
         self._listener = listener
         # Why a meter cannot be deleted now (e.g. features use it), or None; set by bootstrap.
         self.in_use: Callable[[Meter], str | None] | None = None
+        self.changed: list[Callable[[Meter], None]] = []  # after an update or delete (balances recompute)
         self._cache: dict[tuple[str, str], Meter] = {}
         self._lock = threading.Lock()
 
@@ -138,6 +139,8 @@ class MeterService:
         self._forget(meter)
         if self._listener is not None:
             self._listener.ensure(updated)
+        for listener in self.changed:
+            listener(updated)
         return updated
 
     def delete(self, namespace: str, id_or_slug: str) -> None:
@@ -152,6 +155,8 @@ class MeterService:
         self._forget(meter)
         if self._listener is not None:
             self._listener.drop(meter)
+        for listener in self.changed:
+            listener(meter)
 
     def _forget(self, meter: Meter) -> None:
         with self._lock:
