@@ -243,6 +243,10 @@ def _metered_body(world: World, **changes: Any) -> dict[str, Any]:
         ({"usagePeriod": None}, "usagePeriod", "usage period"),
         ({"usagePeriod": {"interval": "FORTNIGHT"}}, "usagePeriod.interval", "FORTNIGHT"),
         ({"usagePeriod": {"interval": "PT30S"}}, "usagePeriod.interval", "whole number of minutes"),
+        ({"usagePeriod": {"interval": "PT59M"}}, "usagePeriod.interval", "at least 1 hour"),
+        ({"measureUsageFrom": "2100-01-01T00:00:00Z"}, "measureUsageFrom", "2100-01-01"),
+        ({"measureUsageFrom": "1969-12-31T23:59:00Z"}, "measureUsageFrom", "1970-01-01"),
+        ({"usagePeriod": {"interval": "DAY", "anchor": "9999-12-31T23:59:59Z"}}, "usagePeriod.anchor", "2100"),
         ({"usagePeriod": {}}, "usagePeriod.interval", "is required"),
         ({"usagePeriod": {"interval": "DAY", "anchor": "2024-01-01T00:00:00"}}, "usagePeriod.anchor", ""),
         ({"measureUsageFrom": "yesterday"}, "measureUsageFrom", "CURRENT_PERIOD_START"),
@@ -352,6 +356,8 @@ def test_value_counts_only_the_features_usage(world: World) -> None:
     for minutes, usage in ((0, 0), (10, 0), (10.5, 100), (11, 100), (70, 100), (70.01, 300), (120, 300)):
         value = world.value(time=iso(world.at(minutes)))
         assert value == metered_value(1000 - usage, usage, 0, 1000, True), minutes
+    for bad in ("9999-12-31T23:59:30Z", "1900-01-01T00:00:00Z"):
+        assert_problem(world.api.get(f"{world.base}/{world.feature}/value", params={"time": bad}), 400, field="time")
     v1_at = world.api.get(
         f"/api/v1/customers/{world.customer}/entitlements/{world.feature}/value", params={"time": iso(world.at(30))}
     )
@@ -519,6 +525,7 @@ def test_reset_restarts_usage_and_rolls_balances_over(world: World) -> None:
         (world.at(240), 400, "future"),
         (world.at(30), 409, "after the last reset"),
         (world.at(-10), 400, "started measuring"),
+        (datetime(1960, 1, 1, tzinfo=UTC), 400, "1970"),
     ):
         bad = world.api.post(f"{world.base}/{world.feature}/reset", json={"effectiveAt": iso(when)})
         assert_problem(bad, status, detail=detail)
@@ -728,6 +735,9 @@ def test_grant_shapes_and_lists(world: World) -> None:
         ({"minRolloverAmount": 20, "maxRolloverAmount": 10}, "minRolloverAmount", "greater than"),
         ({"maxRolloverAmount": -1}, "maxRolloverAmount", "between 0"),
         ({"recurrence": {"interval": "SOMETIMES"}}, "recurrence.interval", "SOMETIMES"),
+        ({"recurrence": {"interval": "PT1M"}}, "recurrence.interval", "at least 1 hour"),
+        ({"recurrence": {"interval": "DAY", "anchor": "1960-01-01T00:00:00Z"}}, "recurrence.anchor", "1970"),
+        ({"effectiveAt": "9999-12-31T23:59:30Z"}, "effectiveAt", "2100"),
     ],
 )
 def test_grant_bad_input(world: World, body: dict[str, Any], field: str, detail: str) -> None:
@@ -760,6 +770,8 @@ def test_history_bad_input(world: World) -> None:
     backwards = {"windowSize": "HOUR", "from": iso(world.at(60)), "to": iso(world.at(30))}
     assert_problem(world.api.get(path, params=backwards), 400, field="from")
     assert_problem(world.api.get(path, params={"windowSize": "HOUR", "from": "yesterday"}), 400, detail="from")
+    beyond = {"windowSize": "HOUR", "to": "9999-12-31T23:59:59Z"}
+    assert_problem(world.api.get(path, params=beyond), 400, field="to", detail="2100")
     too_many = {"windowSize": "MINUTE", "from": iso(world.t0), "to": iso(world.t0 + timedelta(days=30))}
     assert_problem(world.api.get(path, params=too_many), 400, field="windowSize")
 

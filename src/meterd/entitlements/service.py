@@ -231,6 +231,9 @@ class EntitlementService:
         except ValueError as exc:
             problems.add("usagePeriod.interval", str(exc))
             return {}
+        if not _at_least_an_hour(interval):
+            problems.add("usagePeriod.interval", "must be at least 1 hour (PT1H)")
+            return {}
         anchor = floor_minute(data.usage_period_anchor) if data.usage_period_anchor is not None else now
         return {"usage_period_interval": interval.iso, "usage_period_anchor": anchor}
 
@@ -309,9 +312,13 @@ class EntitlementService:
         interval = None
         if data.recurrence_interval is not None:
             try:
-                interval = Interval.parse(data.recurrence_interval).iso
+                parsed = Interval.parse(data.recurrence_interval)
+                interval = parsed.iso
             except ValueError as exc:
                 problems.add(f"{prefix}recurrence.interval", str(exc))
+            else:
+                if not _at_least_an_hour(parsed):  # a refill every minute for months is a segment a minute
+                    problems.add(f"{prefix}recurrence.interval", "must be at least 1 hour (PT1H)")
         problems.raise_if_any()
         now = utcnow()
         anchor = floor_minute(data.recurrence_anchor) if data.recurrence_anchor is not None else effective
@@ -445,6 +452,11 @@ class EntitlementService:
         if reset:
             for hook in self.reset_hooks:
                 hook(entitlement)
+
+
+def _at_least_an_hour(interval: Interval) -> bool:
+    """OpenMeter's rule for usage periods: shorter ones make the engine replay a period per minute."""
+    return bool(interval.months or interval.days or interval.seconds >= 3600)
 
 
 def _check_amount(where: str, amount: Decimal, problems: ProblemCollector) -> None:

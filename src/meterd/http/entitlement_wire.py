@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 
 from meterd.core.errors import Problem, ValidationError
+from meterd.core.timeutil import from_us
 from meterd.credit.engine import Segment
 from meterd.credit.periods import Interval
 from meterd.customers.model import Customer
@@ -16,6 +17,7 @@ from meterd.entitlements.balance import Value, WindowRow
 from meterd.entitlements.model import Entitlement, EntitlementType, Feature, GrantRecord
 from meterd.entitlements.service import EntitlementInput, GrantInput, ResetInput
 from meterd.http.wire import Str256, ts
+from meterd.ingest.events import MAX_TIME_US, MIN_TIME_US
 
 
 class FeatureBody(msgspec.Struct):
@@ -78,13 +80,23 @@ class ResetBody(msgspec.Struct):
     preserveOverage: bool | None = None
 
 
+EARLIEST, LATEST = from_us(MIN_TIME_US), from_us(MAX_TIME_US)
+
+
+def in_range(value: datetime, field: str) -> datetime:
+    """Times the event store can hold (as events may carry): later ones overflow window and period arithmetic."""
+    if not EARLIEST <= value < LATEST:
+        raise ValidationError(Problem(field, "must be between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z"))
+    return value
+
+
 def _aware(value: datetime | None, field: str) -> datetime | None:
     """A time with an offset, as UTC (the credit engine and the stores work in UTC)."""
     if value is None:
         return None
     if value.tzinfo is None:
         raise ValidationError(Problem(field, "must be RFC 3339 with a UTC offset or Z"))
-    return value.astimezone(UTC)
+    return in_range(value.astimezone(UTC), field)
 
 
 def grant_input(body: GrantBody, where: str = "") -> GrantInput:
@@ -118,7 +130,7 @@ def entitlement_input(body: EntitlementBody, v2: bool) -> EntitlementInput:
             raise ValidationError(
                 Problem("measureUsageFrom", "must be CURRENT_PERIOD_START, NOW or an RFC 3339 time with an offset")
             )
-        measure = parsed.astimezone(UTC)
+        measure = in_range(parsed.astimezone(UTC), "measureUsageFrom")
     issue_amount, issue_priority = body.issueAfterReset, body.issueAfterResetPriority
     if body.issue is not None:
         issue_amount, issue_priority = body.issue.amount, body.issue.priority or issue_priority

@@ -28,6 +28,7 @@ from meterd.http.entitlement_wire import (
     grant_input,
     grant_json,
     history_json,
+    in_range,
     reset_input,
     value_json,
 )
@@ -35,6 +36,11 @@ from meterd.http.wire import json_response, read_json
 
 Handler = Callable[[Request], Awaitable[Response]]
 MAX_WINDOWS = 10_000
+
+
+def _time(request: Request, name: str) -> datetime | None:
+    at = query_time(request, name)
+    return in_range(at, name) if at is not None else None
 
 
 def _limit(request: Request) -> int:
@@ -309,7 +315,7 @@ def _value_key(request: Request, owner: str, name: str) -> tuple[str, ...]:
 
 
 async def entitlement_value(request: Request) -> Response:
-    at = query_time(request, "time")
+    at = _time(request, "time")
     balances = services(request).balances
     owner = "subject" if "subject" in request.path_params else "customer"
     key = _value_key(request, owner, "entitlement")
@@ -326,7 +332,7 @@ async def entitlement_value(request: Request) -> Response:
 
 
 async def customer_feature_value(request: Request) -> Response:
-    at = query_time(request, "time")
+    at = _time(request, "time")
     balances = services(request).balances
     key = _value_key(request, "customer", "feature")
     if at is None and (hit := balances.cached_value(key)) is not None:
@@ -391,7 +397,7 @@ async def entitlement_history(request: Request) -> Response:
         raise ValidationError(Problem("windowSize", "required, one of MINUTE, HOUR, DAY", code))
     tz_name = request.query_params.get("windowTimeZone")
     zone(tz_name)
-    frm, to = query_time(request, "from"), query_time(request, "to")
+    frm, to = _time(request, "from"), _time(request, "to")
 
     def load() -> dict[str, Any]:
         svc = services(request)
