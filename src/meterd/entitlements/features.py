@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from meterd.backends.sql.entitlements import SQLEntitlementStore, SQLFeatureStore
 from meterd.core.errors import ConflictError, NotFoundError, ProblemCollector
 from meterd.core.ids import new_ulid
 from meterd.core.timeutil import utcnow
 from meterd.entitlements.model import Feature
+from meterd.entitlements.store import EntitlementStore, FeatureStore
 from meterd.meters.model import SLUG_RE, Meter
 from meterd.usage.service import check_filter
 
@@ -32,7 +32,7 @@ class FeatureInput:
 
 
 class FeatureService:
-    def __init__(self, store: SQLFeatureStore, entitlements: SQLEntitlementStore, meters: MeterLookup) -> None:
+    def __init__(self, store: FeatureStore, entitlements: EntitlementStore, meters: MeterLookup) -> None:
         self._store = store
         self._entitlements = entitlements
         self._meters = meters

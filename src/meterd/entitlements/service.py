@@ -13,7 +13,6 @@ from typing import Any
 
 import isodate
 
-from meterd.backends.sql.entitlements import SQLEntitlementStore, SQLGrantStore, SQLResetStore
 from meterd.core.errors import ConflictError, NotFoundError, Problem, ProblemCollector, ValidationError
 from meterd.core.ids import new_ulid
 from meterd.core.timeutil import ceil_minute, floor_minute, utcnow
@@ -22,6 +21,7 @@ from meterd.customers.model import Customer
 from meterd.customers.service import CustomerInput, CustomerService
 from meterd.entitlements.features import FeatureService
 from meterd.entitlements.model import Entitlement, EntitlementType, Feature, GrantRecord, ResetRecord
+from meterd.entitlements.store import EntitlementStore, GrantStore, ResetStore
 from meterd.meters.model import Aggregation, Meter
 
 METERED_AGGREGATIONS = frozenset({Aggregation.SUM, Aggregation.COUNT, Aggregation.UNIQUE_COUNT})
@@ -71,9 +71,9 @@ class ResetInput:
 class EntitlementService:
     def __init__(
         self,
-        entitlements: SQLEntitlementStore,
-        grants: SQLGrantStore,
-        resets: SQLResetStore,
+        entitlements: EntitlementStore,
+        grants: GrantStore,
+        resets: ResetStore,
         features: FeatureService,
         customers: CustomerService,
         meters: Callable[[str, str], Meter],
