@@ -370,6 +370,106 @@ def test_value_counts_only_the_features_usage(world: World) -> None:
     assert world.value() == metered_value(450, 550, 0, 1000, True)
 
 
+def test_late_events_and_new_subjects_change_the_value(world: World) -> None:
+    world.ingest(world.event(world.s1, 100, 10))
+    world.entitle()
+    world.grant(world.feature, amount=1000, effectiveAt=iso(world.t0))
+    assert world.value() == metered_value(900, 100, 0, 1000, True)
+    assert world.value(time=iso(world.at(30))) == metered_value(900, 100, 0, 1000, True)
+
+    # an event for the past arrives after the value was computed (and cached)
+    ingest_ok(world.api, [world.event(world.s2, 20, 25)])
+    wait_for(lambda: world.value()["usage"] == 120, timeout=15)
+    assert world.value() == metered_value(880, 120, 0, 1000, True)
+    assert world.value(time=iso(world.at(30))) == metered_value(880, 120, 0, 1000, True)
+
+    # a subject joins the customer: its past usage counts from then on
+    newcomer = world.unique("ent_newcomer")
+    world.ingest(world.event(newcomer, 7, 40))
+    assert world.value()["usage"] == 120
+    body = {"name": world.customer, "key": world.customer, "usageAttribution": {"subjectKeys": [world.s1, newcomer]}}
+    replaced = world.api.put(f"/api/v1/customers/{world.customer}", json=body)
+    assert replaced.status_code == 200, replaced.text
+    assert world.value() == metered_value(893, 107, 0, 1000, True)  # s2 left, the newcomer came
+    ingest_ok(world.api, [world.event(newcomer, 3, 170)])
+    wait_for(lambda: world.value()["usage"] == 110, timeout=15)
+
+
+def test_advanced_filters_count_and_unique_count(world: World) -> None:
+    advanced = world.add_feature(
+        "advanced", meterGroupByFilters=None, advancedMeterGroupByFilters={"model": {"$in": ["gpt", "o1"]}}
+    )
+    count_meter, unique_meter = world.unique("ent_count"), world.unique("ent_unique")
+    etype = world.unique("ent_calls")
+    create_meter(world.api, slug=count_meter, eventType=etype, aggregation="COUNT")
+    create_meter(world.api, slug=unique_meter, eventType=etype, aggregation="UNIQUE_COUNT", valueProperty="$.user")
+    calls = world.add_feature("calls", meterSlug=count_meter, meterGroupByFilters=None)
+    users = world.add_feature("users", meterSlug=unique_meter, meterGroupByFilters=None)
+
+    def call(subject: str, user: str, minutes: float) -> dict[str, Any]:
+        return {**world.event(subject, 0, minutes, etype=etype), "data": {"user": user}}
+
+    world.ingest(
+        world.event(world.s1, 100, 10),
+        world.event(world.s2, 10, 20, model="o1"),
+        world.event(world.s1, 5000, 30, model="claude"),
+        call(world.s1, "ann", 10),
+        call(world.s2, "bob", 20),
+        call(world.s1, "ann", 70),
+        call(world.s2, "cid", 75),
+    )
+    for key in (advanced, calls, users):
+        world.entitle(**world.metered(featureKey=key))
+        world.grant(key, amount=10 if key != advanced else 1000, effectiveAt=iso(world.t0))
+    assert world.value(advanced) == metered_value(890, 110, 0, 1000, True)
+    assert world.value(calls) == metered_value(6, 4, 0, 10, True)
+    # distinct users over the period, across both subjects
+    assert world.value(users) == metered_value(7, 3, 0, 10, True)
+    assert world.value(users, time=iso(world.at(71))) == metered_value(8, 2, 0, 10, True)
+
+    # after a reset, distinct users are counted again from the reset
+    assert world.api.post(f"{world.base}/{users}/reset", json={"effectiveAt": iso(world.at(60))}).is_success
+    assert world.value(users) == metered_value(6, 2, 0, 8, True)
+    history = world.history(users, **{"windowSize": "HOUR", "from": iso(world.at(60)), "to": iso(world.at(90))})
+    assert sum(w["usage"] for w in history["windowedHistory"]) == 2
+
+
+def test_measure_usage_from_presets(world: World) -> None:
+    world.ingest(world.event(world.s1, 100, 10), world.event(world.s2, 200, 70))
+    period = world.entitle(
+        **world.metered(
+            measureUsageFrom="CURRENT_PERIOD_START", usagePeriod={"interval": "DAY", "anchor": iso(world.t0)}
+        )
+    )
+    assert period["measureUsageFrom"] == iso(world.t0)
+    assert world.value()["usage"] == 300
+
+    now_feature = world.add_feature("from_now")
+    before = floor_minute(datetime.now(UTC))
+    from_now = world.entitle(**world.metered(featureKey=now_feature, measureUsageFrom="NOW"))
+    measured = datetime.fromisoformat(from_now["measureUsageFrom"])
+    assert before <= measured <= floor_minute(datetime.now(UTC))
+    assert from_now["usagePeriod"]["anchor"] == from_now["measureUsageFrom"]
+    assert world.value(now_feature)["usage"] == 0
+
+    default_feature = world.add_feature("default_measure")
+    default = world.entitle(**_metered_body(world, featureKey=default_feature, measureUsageFrom=None))
+    assert before <= datetime.fromisoformat(default["measureUsageFrom"]) <= floor_minute(datetime.now(UTC))
+
+
+def test_concurrent_creates_leave_one_entitlement(world: World, server: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(_: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            return client.post(world.base, json=world.metered()).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(create, range(8)))
+    assert statuses == [201] + [409] * 7
+    assert world.api.get(world.base).json()["totalCount"] == 1
+
+
 def test_overage_and_soft_limit(world: World) -> None:
     soft_feature = world.add_feature("soft")
     world.ingest(world.event(world.s1, 100, 10), world.event(world.s2, 200, 70))
@@ -476,6 +576,20 @@ def test_grants_effective_later_and_in_the_future(world: World) -> None:
         },
     ]
     assert future["id"] not in str(history)
+
+
+def test_recurring_grant_refills(world: World) -> None:
+    world.ingest(world.event(world.s1, 100, 10), world.event(world.s2, 200, 70))
+    world.entitle()
+    grant = world.grant(
+        world.feature, amount=100, effectiveAt=iso(world.t0), recurrence={"interval": "PT1H", "anchor": iso(world.t0)}
+    )
+    assert grant["recurrence"] == {"interval": "PT1H", "intervalISO": "PT1H", "anchor": iso(world.t0)}
+    assert grant["nextRecurrence"] == iso(world.at(240))
+    # +10: 100 used; +60: refilled to 100; +70: 200 used, 100 over; +120: refilled, pays the overage; +180: refilled
+    assert world.value(time=iso(world.at(90))) == metered_value(0, 300, 100, 200, False)
+    assert world.value(time=iso(world.at(150))) == metered_value(0, 300, 0, 300, False)
+    assert world.value() == metered_value(100, 300, 0, 400, True)
 
 
 def test_expired_and_voided_grants(world: World) -> None:
@@ -661,6 +775,12 @@ def test_override_replaces_the_entitlement(world: World) -> None:
 
     assert_problem(world.api.put(f"{world.base}/{world.unique('none')}/override", json=body), 404)
     assert_problem(world.api.put(f"{world.base}/{world.feature}/override", json={"type": "metered"}), 400)
+    # the feature stays (OpenMeter: "Feature in path and body do not match"); a replaced one is gone
+    other = world.add_feature("other_feature")
+    switched = world.api.put(f"{world.base}/{world.feature}/override", json=world.metered(featureKey=other))
+    assert_problem(switched, 400, field="featureKey", detail=world.feature)
+    assert_problem(world.api.put(f"{world.base}/{old['id']}/override", json=body), 404, detail="deleted")
+    assert world.api.get(f"/api/v2/entitlements/{old['id']}").json()["deletedAt"] == new["createdAt"]
 
 
 # -- grants -------------------------------------------------------------------------------------------
@@ -855,7 +975,14 @@ def test_v1_subject_routes(world: World, unique: Unique) -> None:
     assert reset.status_code == 204, reset.text
     assert world.api.get(f"{base}/{world.feature}/value").json() == metered_value(100, 0, 0, 100, True)
 
-    assert world.api.delete(f"{base}/{entitlement['id']}").status_code == 204
+    override = world.api.put(f"{base}/{world.feature}/override", json={**world.metered(), "issueAfterReset": 7})
+    assert override.status_code == 201, override.text
+    replacement = override.json()
+    assert replacement["subjectKey"] == subject and replacement["issueAfterReset"] == 7
+    assert world.api.get(base).json() == [replacement]
+    assert world.api.get(f"{base}/{world.feature}/value").json() == metered_value(0, 65, 58, 7, False)
+
+    assert world.api.delete(f"{base}/{replacement['id']}").status_code == 204
     assert world.api.get(base).json() == []
     assert_problem(world.api.get(f"/api/v1/subjects/{unique('nobody')}/entitlements"), 404)
 

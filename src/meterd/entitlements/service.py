@@ -170,12 +170,16 @@ class EntitlementService:
         return entitlement
 
     def override(self, namespace: str, customer: Customer, id_or_feature: str, data: EntitlementInput) -> Entitlement:
+        """Replace the live entitlement with a new one for the same feature (OpenMeter: 400 "Feature in path
+        and body do not match"); a deleted one cannot be overridden."""
         current = self.get_for(namespace, customer, id_or_feature)
+        if current.deleted_at is not None:
+            raise NotFoundError(f"entitlement not found: {id_or_feature} (deleted)")
         entitlement = self.create(namespace, customer, data)
         if entitlement.feature_id != current.feature_id:
-            other = self._entitlements.live_for(namespace, customer.id, entitlement.feature_id)
-            if other is not None:
-                raise ConflictError(f"the customer already has an active entitlement for {entitlement.feature_key}")
+            raise ValidationError(
+                Problem("featureKey", f"must be the overridden entitlement's feature ({current.feature_key})")
+            )
         self.insert(entitlement, data, replaces=current)
         return entitlement
 
