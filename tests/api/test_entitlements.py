@@ -107,11 +107,20 @@ class World:
         return grant
 
     def value(self, ref: str | None = None, **params: Any) -> dict[str, Any]:
+        """The v2 value without `grantBalances` (checked to add up to the balance; see `grant_balances`)."""
         response = self.api.get(f"{self.base}/{ref or self.feature}/value", params=params)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "application/json"
         value: dict[str, Any] = response.json()
+        if "balance" in value:
+            assert sum(value.pop("grantBalances").values()) == value["balance"], value
         return value
+
+    def grant_balances(self, ref: str | None = None, **params: Any) -> dict[str, Any]:
+        response = self.api.get(f"{self.base}/{ref or self.feature}/value", params=params)
+        assert response.status_code == 200, response.text
+        balances: dict[str, Any] = response.json()["grantBalances"]
+        return balances
 
     def history(self, ref: str | None = None, **params: Any) -> dict[str, Any]:
         response = self.api.get(f"{self.base}/{ref or self.feature}/history", params=params)
@@ -498,6 +507,8 @@ def test_grants_burn_in_priority_order(world: World) -> None:
     second = world.grant(world.feature, amount=1000, priority=2, effectiveAt=iso(world.t0))
     first = world.grant(world.feature, amount=150, priority=1, effectiveAt=iso(world.t0))
     assert world.value() == metered_value(balance=850, usage=300, overage=0, total=1150, access=True)
+    assert world.grant_balances() == {first["id"]: 0, second["id"]: 850}
+    assert world.grant_balances(time=iso(world.at(30))) == {first["id"]: 50, second["id"]: 1000}
 
     history = world.history(**{"windowSize": "HOUR", "from": iso(world.t0), "to": iso(world.at(90))})
     assert history["burndownHistory"] == [
@@ -551,6 +562,8 @@ def test_grants_effective_later_and_in_the_future(world: World) -> None:
     assert world.value() == metered_value(750, 300, 0, 1050, True)
     # the future grant counts once it is effective
     assert world.value(time=iso(world.at(300))) == metered_value(1250, 300, 0, 1550, True)
+    assert world.grant_balances() == {early["id"]: 0, late["id"]: 750}  # only grants active now
+    assert world.grant_balances(time=iso(world.at(300))) == {early["id"]: 0, late["id"]: 750, future["id"]: 500}
 
     history = world.history(**{"windowSize": "DAY", "from": iso(world.t0), "to": iso(world.at(90))})
     assert history["burndownHistory"] == [

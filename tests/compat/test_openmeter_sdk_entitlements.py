@@ -222,6 +222,7 @@ def test_metered_entitlement_grants_values_history(client: Client, shop: Shop) -
 
     value = entitlement_v2.get_customer_entitlement_value(shop.customer, shop.feature)
     assert _value(value) == (True, 850, 300, 0, 1150)
+    assert value.grant_balances == {small.id: 0, big.id: 850}
     past = entitlement_v2.get_customer_entitlement_value(shop.customer, created.id, time=shop.at(30))
     assert _value(past) == (True, 1050, 100, 0, 1150)
     v1 = client.customer_entitlement.get_customer_entitlement_value(shop.customer_id, shop.feature)

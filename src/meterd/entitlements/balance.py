@@ -53,6 +53,7 @@ class Value:
     total_available: Decimal | None = None
     config: str | None = None
     period: tuple[datetime, datetime] | None = None
+    grant_balances: dict[str, Decimal] | None = None  # metered: each active grant's balance (v2 grantBalances)
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,7 @@ class BalanceService:
             overage=snap.overage,
             total_available=snap.grant_usage + snap.balance,
             period=period_at(terms.interval, terms.anchor, terms.manual, moment),
+            grant_balances=dict(snap.balances),
         )
 
     def _from_base(self, base: _Base, moment: datetime) -> tuple[Value, datetime]:

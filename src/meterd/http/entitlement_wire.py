@@ -256,7 +256,8 @@ def grant_json(g: GrantRecord, next_recurrence: datetime | None = None) -> dict[
     return out
 
 
-def value_json(v: Value) -> dict[str, Any]:
+def value_json(v: Value, v2: bool = False) -> dict[str, Any]:
+    """EntitlementValue; v2 (EntitlementValueV2) adds each active grant's balance, as OpenMeter does."""
     out: dict[str, Any] = {"hasAccess": v.has_access}
     if v.balance is not None:
         out.update(
@@ -265,6 +266,8 @@ def value_json(v: Value) -> dict[str, Any]:
             overage=v.overage,
             totalAvailableGrantAmount=v.total_available,
         )
+        if v2 and v.grant_balances is not None:
+            out["grantBalances"] = v.grant_balances
     if v.config is not None:
         out["config"] = v.config
     return out

@@ -319,14 +319,15 @@ async def entitlement_value(request: Request) -> Response:
     balances = services(request).balances
     owner = "subject" if "subject" in request.path_params else "customer"
     key = _value_key(request, owner, "entitlement")
+    v2 = _v2(request)
     if at is None and (hit := balances.cached_value(key)) is not None:
-        return json_response(value_json(hit))
+        return json_response(value_json(hit, v2))
 
     def load() -> dict[str, Any]:
         _, entitlement = _resolve(request)
         value = balances.value(entitlement, at)
         balances.remember(key, entitlement)
-        return value_json(value)
+        return value_json(value, v2)
 
     return json_response(await call(load))
 
