@@ -1025,4 +1025,15 @@ def test_global_lists(world: World) -> None:
     assert world.api.delete(f"{world.base}/{boolean_key}").status_code == 204
     active = world.api.get("/api/v2/entitlements", params={"customerKeys": world.customer, "excludeInactive": "true"})
     assert [e["id"] for e in active.json()["items"]] == [metered["id"]]
-    assert_problem(world.api.get("/api/v2/entitlements", params={"customerKeys": world.unique("nobody")}), 404)
+    # a filter naming nobody matches nothing (it is not a 404, and not "no filter")
+    nobody = world.unique("nobody")
+    for path, params in (
+        ("/api/v2/entitlements", {"customerKeys": nobody}),
+        ("/api/v2/entitlements", {"customerIds": world.customer}),  # a key is not an id
+        ("/api/v2/grants", {"customer": nobody}),
+    ):
+        assert world.api.get(path, params=params).json() == {"items": [], "page": 1, "pageSize": 100, "totalCount": 0}
+    assert world.api.get("/api/v1/entitlements", params={"subject": nobody}).json() == []
+    assert world.api.get("/api/v1/grants", params={"subject": nobody}).json() == []
+    both = world.api.get("/api/v2/entitlements", params=[("customerKeys", nobody), ("customerKeys", world.customer)])
+    assert [e["id"] for e in both.json()["items"]] == [metered["id"]]

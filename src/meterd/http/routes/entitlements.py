@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from meterd.core.errors import Problem, ValidationError
+from meterd.core.errors import NotFoundError, Problem, ValidationError
 from meterd.core.timeutil import utcnow, zone
 from meterd.customers.model import Customer
 from meterd.entitlements.features import FeatureInput
@@ -199,6 +199,25 @@ async def delete_owner_entitlement(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _filter_customers(request: Request, **params: str) -> list[str] | None:
+    """The customer ids named by the list filters (query name -> "id", "key", "id_or_key" or "subject"); None
+    when no filter is given. A filter naming nobody matches nothing: it is not a 404."""
+    svc = services(request).entitlements
+    ns = namespace(request)
+    given = [(kind, value) for name, kind in params.items() for value in request.query_params.getlist(name)]
+    if not given:
+        return None
+    out = []
+    for kind, value in given:
+        try:
+            customer = svc.customer_for_subject(ns, value) if kind == "subject" else svc.customer(ns, value)
+        except NotFoundError:
+            continue
+        if {"id": customer.id, "key": customer.key}.get(kind, value) == value:  # customerIds names ids only
+            out.append(customer.id)
+    return out
+
+
 async def list_entitlements(request: Request) -> Response:
     """GET /api/v1/entitlements and /api/v2/entitlements: every customer's."""
 
@@ -206,15 +225,13 @@ async def list_entitlements(request: Request) -> Response:
         svc = services(request).entitlements
         ns = namespace(request)
         params = request.query_params
-        customer_ids = list(params.getlist("customerIds"))
-        for key in params.getlist("customerKeys"):
-            customer_ids.append(svc.customer(ns, key).id)
-        for subject in params.getlist("subject"):
-            customer_ids.append(svc.customer_for_subject(ns, subject).id)
+        customer_ids = _filter_customers(request, customerIds="id", customerKeys="key", subject="subject")
+        if customer_ids == []:
+            return [], 0
         offset, limit, _ = _paging(request)
         items, total = svc.list(
             ns,
-            customer_ids=customer_ids,
+            customer_ids=customer_ids or (),
             features=params.getlist("feature"),
             types=params.getlist("entitlementType"),
             offset=offset,
@@ -281,11 +298,14 @@ async def list_grants(request: Request) -> Response:
         ns = namespace(request)
         params = request.query_params
         entitlement_ids: list[str] | None = None
-        features, owners = params.getlist("feature"), params.getlist("subject") + params.getlist("customer")
-        if features or owners:
-            customer_ids = [svc.customer_for_subject(ns, s).id for s in params.getlist("subject")]
-            customer_ids += [svc.customer(ns, c).id for c in params.getlist("customer")]
-            found, _ = svc.list(ns, customer_ids=customer_ids, features=features, include_deleted=True, limit=100_000)
+        features = params.getlist("feature")
+        customer_ids = _filter_customers(request, subject="subject", customer="id_or_key")
+        if customer_ids == []:
+            return [], 0
+        if features or customer_ids:
+            found, _ = svc.list(
+                ns, customer_ids=customer_ids or (), features=features, include_deleted=True, limit=100_000
+            )
             entitlement_ids = [e.id for e in found]
         offset, limit, _ = _paging(request)
         items, total = svc.list_grants(
