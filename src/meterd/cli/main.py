@@ -11,6 +11,7 @@ import click
 
 from meterd import __version__
 from meterd.cli import client as client_commands
+from meterd.cli import entitlements as entitlement_commands
 from meterd.settings import Settings, load_settings
 
 
@@ -172,6 +173,7 @@ def keys_revoke(ctx: click.Context, key_id: str, data_dir: Path | None) -> None:
 
 
 client_commands.register(cli)
+entitlement_commands.register(cli)
 
 
 def main() -> None:
