@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -138,12 +137,14 @@ def build_services(settings: Settings) -> Services:
     balances = BalanceService(entitlements, usage, meters.get, SQLSnapshotStore(engine))
     notification_store = SQLNotificationStore(engine)
     notifications = NotificationService(notification_store, features=_feature_lookup(features))
+    listening = _Listening(notification_store)
+    notifications.rules_changed.append(listening.forget)
     worker = BalanceWorker(
         balances,
         EventRouter(entitlement_store.routes),
         entitlement_store.by_id,
         publish=_publisher(entitlements, notifications),
-        wanted=_listening(notification_store),
+        wanted=listening,
     )
     sink.on_stored.append(worker.on_stored)
     sink.guards.append(worker)
@@ -235,19 +236,21 @@ def _publisher(entitlements: EntitlementService, notifications: NotificationServ
     return publish
 
 
-def _listening(store: SQLNotificationStore, ttl_s: float = 1.0) -> Callable[[str], bool]:
-    """Whether a namespace has live notification rules (asked once a second at most)."""
-    seen: dict[str, tuple[float, bool]] = {}
+class _Listening:
+    """Whether a namespace has live notification rules: remembered until a rule changes there."""
 
-    def wanted(namespace: str) -> bool:
-        now = time.monotonic()
-        hit = seen.get(namespace)
-        if hit is None or now - hit[0] > ttl_s:
-            hit = (now, bool(store.live_rules(namespace, RULE_TYPES)))
-            seen[namespace] = hit
-        return hit[1]
+    def __init__(self, store: SQLNotificationStore) -> None:
+        self._store = store
+        self._seen: dict[str, bool] = {}
 
-    return wanted
+    def __call__(self, namespace: str) -> bool:
+        known = self._seen.get(namespace)
+        if known is None:
+            known = self._seen[namespace] = bool(self._store.live_rules(namespace, RULE_TYPES))
+        return known
+
+    def forget(self, namespace: str) -> None:
+        self._seen.pop(namespace, None)
 
 
 def _feature_lookup(features: FeatureService) -> FeatureLookup:

@@ -86,10 +86,15 @@ class NotificationService:
         self._features = features
         self._clock = clock
         self._listeners: list[Callable[[], None]] = []
+        self.rules_changed: list[Callable[[str], None]] = []  # (namespace) after a rule is created, changed, deleted
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call `callback()` whenever deliveries become due now (new events, resends): wakes a worker."""
         self._listeners.append(callback)
+
+    def _rules_changed(self, namespace: str) -> None:
+        for callback in self.rules_changed:
+            callback(namespace)
 
     def _due_now(self) -> None:
         for callback in self._listeners:
@@ -188,6 +193,7 @@ class NotificationService:
             updated_at=now,
         )
         self._store.insert_rule(rule)
+        self._rules_changed(namespace)
         return rule
 
     def get_rule(self, namespace: str, rule_id: str) -> Rule:
@@ -218,6 +224,7 @@ class NotificationService:
             updated_at=self._clock(),
         )
         self._store.update_rule(rule)
+        self._rules_changed(namespace)
         return rule
 
     def delete_rule(self, namespace: str, rule_id: str) -> None:
@@ -226,6 +233,7 @@ class NotificationService:
             raise NotFoundError(f"notification rule not found: {rule_id}")
         now = self._clock()
         self._store.update_rule(replace(rule, deleted_at=now, updated_at=now))
+        self._rules_changed(namespace)
 
     def list_rules(
         self, namespace: str, query: ListQuery, features: Sequence[str] = (), channels: Sequence[str] = ()
