@@ -209,8 +209,14 @@ def test_run_rejects_bad_inputs() -> None:
         run_from_start([grant("a", 1), grant("a", 2)], at(1), {})
     with pytest.raises(ValueError, match="not given"):
         run([], Snapshot(T0, T0, {"x": D(1)}, D(0), D(0), D(0)), at(1), [], MinuteUsage({}))
-    with pytest.raises(ValueError, match="non-negative Decimal"):
-        run([], Snapshot.start(T0), at(1), [], lambda ps, frm, to: D(-1))
+    with pytest.raises(ValueError, match="finite Decimal"):
+        run([], Snapshot.start(T0), at(1), [], lambda ps, frm, to: D("NaN"))
+
+
+def test_negative_usage_burns_nothing() -> None:
+    """A phase whose meter total is negative (corrections) leaves balances as they were."""
+    result = run([grant("a", 10)], Snapshot.start(T0), at(5), [], lambda ps, frm, to: D(-3))
+    assert result.snapshot.balance == D(10) and result.snapshot.usage == D(0) and result.snapshot.overage == D(0)
 
 
 # --- properties against the oracle --------------------------------------------------------------------------------

@@ -313,10 +313,12 @@ def _initial_state(grants: Sequence[Grant], relevant: Sequence[Grant], start: Sn
 
 
 def _usage(usage: UsageFn, period_start: datetime, frm: datetime, to: datetime) -> Decimal:
+    """A phase's usage. A negative total (a meter summing corrections) burns nothing and credits nothing back:
+    grants are never refilled by usage, only by their own rules."""
     amount = usage(period_start, frm, to)
-    if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
-        raise ValueError(f"usage in [{frm.isoformat()}, {to.isoformat()}) must be a non-negative Decimal: {amount!r}")
-    return amount
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise ValueError(f"usage in [{frm.isoformat()}, {to.isoformat()}) must be a finite Decimal: {amount!r}")
+    return max(amount, _ZERO)
 
 
 def _segment(state: _State, frm: datetime, to: datetime, usage: UsageFn, reset_at_end: bool) -> Segment:
