@@ -261,20 +261,29 @@ def value_json(v: Value, v2: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"hasAccess": v.has_access}
     if v.balance is not None:
         out.update(
-            balance=v.balance,
-            usage=v.usage,
-            overage=v.overage,
-            totalAvailableGrantAmount=v.total_available,
+            balance=plain(v.balance),
+            usage=plain(v.usage),
+            overage=plain(v.overage),
+            totalAvailableGrantAmount=plain(v.total_available),
         )
         if v2 and v.grant_balances is not None:
-            out["grantBalances"] = v.grant_balances
+            out["grantBalances"] = _balances(v.grant_balances)
     if v.config is not None:
         out["config"] = v.config
     return out
 
 
-def _balances(balances: Any) -> dict[str, Decimal]:
-    return {k: Decimal(v) for k, v in balances.items()}
+def plain(value: Decimal | None) -> Decimal | None:
+    """A decimal as people write it: 1000 rather than 1000.00000000000000 or 1E+3, 0 rather than 0E-14."""
+    if value is None:
+        return None
+    if value == value.to_integral_value():
+        return Decimal(int(value))
+    return value.normalize()
+
+
+def _balances(balances: Any) -> dict[str, Decimal | None]:
+    return {k: plain(Decimal(v)) for k, v in balances.items()}
 
 
 def history_json(windows: list[WindowRow], segments: tuple[Segment, ...]) -> dict[str, Any]:
@@ -282,21 +291,21 @@ def history_json(windows: list[WindowRow], segments: tuple[Segment, ...]) -> dic
         "windowedHistory": [
             {
                 "period": {"from": ts(w.start), "to": ts(w.end)},
-                "usage": w.usage,
-                "balanceAtStart": w.balance_at_start,
+                "usage": plain(w.usage),
+                "balanceAtStart": plain(w.balance_at_start),
             }
             for w in windows
         ],
         "burndownHistory": [
             {
                 "period": {"from": ts(s.start), "to": ts(s.end)},
-                "usage": s.usage,
-                "overage": s.overage,
-                "balanceAtStart": s.balance_at_start,
+                "usage": plain(s.usage),
+                "overage": plain(s.overage),
+                "balanceAtStart": plain(s.balance_at_start),
                 "grantBalancesAtStart": _balances(s.balances_at_start),
-                "balanceAtEnd": s.balance_at_end,
+                "balanceAtEnd": plain(s.balance_at_end),
                 "grantBalancesAtEnd": _balances(s.balances_at_end),
-                "grantUsages": [{"grantId": u.grant_id, "usage": u.usage} for u in s.grant_usages],
+                "grantUsages": [{"grantId": u.grant_id, "usage": plain(u.usage)} for u in s.grant_usages],
             }
             for s in segments
         ],
