@@ -9,6 +9,7 @@ entitlement exists unless a test is about a value changing."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -929,6 +930,22 @@ def test_history_defaults_to_the_current_period_and_a_time_zone(world: World) ->
     for window in zoned:
         start = datetime.fromisoformat(window["period"]["from"])
         assert start == world.t0 or start.minute == 30, window
+
+
+def test_long_minute_history_is_one_query(world: World) -> None:
+    """Six days of MINUTE windows (8,640) answer at once: usage is fetched per minute in one query, not
+    twice per window (that took two minutes)."""
+    days_ago = [world.event(world.s1, 1, -60 * 24 * d) for d in (1, 2, 3, 4, 5)]
+    world.ingest(*days_ago, world.event(world.s2, 2, 10))
+    start = world.t0 - timedelta(days=6)
+    world.entitle(**world.metered(measureUsageFrom=iso(start), usagePeriod={"interval": "MONTH"}))
+    world.grant(world.feature, amount=100, effectiveAt=iso(start))
+    began = time.monotonic()
+    history = world.history(windowSize="MINUTE", **{"from": iso(start)})
+    assert time.monotonic() - began < 10
+    assert [w["usage"] for w in history["windowedHistory"]] == [1, 1, 1, 1, 1, 2]
+    assert [w["balanceAtStart"] for w in history["windowedHistory"]] == [100, 99, 98, 97, 96, 95]
+    assert history["burndownHistory"][-1]["balanceAtEnd"] == 93
 
 
 # -- the v1 subject routes and the global lists -------------------------------------------------------

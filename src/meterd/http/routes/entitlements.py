@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from meterd.core.errors import NotFoundError, Problem, ValidationError
-from meterd.core.timeutil import utcnow, zone
+from meterd.core.timeutil import ceil_minute, floor_minute, utcnow, zone
 from meterd.customers.model import Customer
 from meterd.entitlements.features import FeatureInput
 from meterd.entitlements.model import Entitlement, EntitlementType, GrantRecord
@@ -432,7 +432,8 @@ async def entitlement_history(request: Request) -> Response:
             start = period[0] if period else end
         measure = entitlement.measure_usage_from
         assert measure is not None
-        start = max(start, measure)
+        # the engine's resolution: whole minutes, so windows and burn-down segments share their edges
+        start, end = floor_minute(max(start, measure)), ceil_minute(end)
         if start >= end:
             raise ValidationError(
                 Problem("from", "must be before to (and after the entitlement started measuring usage)")
