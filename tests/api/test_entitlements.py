@@ -709,6 +709,25 @@ def test_issue_after_reset(world: World) -> None:
     assert world.value() == metered_value(80, 20, 0, 100, True)
 
 
+def test_inline_grants(world: World) -> None:
+    world.ingest(world.event(world.s1, 30, 10), world.event(world.s2, 20, 70))
+    inline = [
+        {"amount": 40, "priority": 1, "effectiveAt": iso(world.t0)},
+        {"amount": 500, "priority": 2, "effectiveAt": iso(world.at(60)), "expiration": {"duration": "DAY", "count": 1}},
+    ]
+    world.entitle(**world.metered(grants=inline, issue={"amount": 5, "priority": 9}))
+    grants = world.api.get(f"{world.base}/{world.feature}/grants").json()["items"]
+    assert sorted((g["amount"], g["priority"], g["maxRolloverAmount"], g["expiresAt"]) for g in grants) == [
+        (5, 9, 5, None),
+        (40, 1, 40, None),  # v2: the max rollover defaults to the amount
+        (500, 2, 500, iso(world.at(60 + 24 * 60))),
+    ]
+    # 30 from the priority-1 grant at +10; at +70 its 10 left, then 10 from the priority-2 one
+    assert world.value() == metered_value(495, 50, 0, 545, True)
+    bad = world.api.post(world.base, json=world.metered(featureKey=world.add_feature("bad_inline"), grants=[{}]))
+    assert_problem(bad, 400, field="grants[0].amount")
+
+
 # -- get, list, delete, override ----------------------------------------------------------------------
 
 
@@ -900,7 +919,7 @@ def test_history_bad_input(world: World) -> None:
     assert_problem(world.api.get(path), 400, field="windowSize", detail="windowSize")
     assert_problem(world.api.get(path, params={"windowSize": "WEEK"}), 400, field="windowSize")
     zone = {"windowSize": "HOUR", "windowTimeZone": "Mars/Olympus"}
-    assert_problem(world.api.get(path, params=zone), 400, detail="windowTimeZone")
+    assert_problem(world.api.get(path, params=zone), 400, field="windowTimeZone", detail="Mars/Olympus")
     backwards = {"windowSize": "HOUR", "from": iso(world.at(60)), "to": iso(world.at(30))}
     assert_problem(world.api.get(path, params=backwards), 400, field="from")
     assert_problem(world.api.get(path, params={"windowSize": "HOUR", "from": "yesterday"}), 400, detail="from")

@@ -417,7 +417,10 @@ async def entitlement_history(request: Request) -> Response:
         code = "invalid" if size else "required"
         raise ValidationError(Problem("windowSize", "required, one of MINUTE, HOUR, DAY", code))
     tz_name = request.query_params.get("windowTimeZone")
-    zone(tz_name)
+    try:
+        zone(tz_name)
+    except ValidationError:
+        raise ValidationError(Problem("windowTimeZone", f"unknown IANA time zone {tz_name!r}")) from None
     frm, to = _time(request, "from"), _time(request, "to")
 
     def load() -> dict[str, Any]:
