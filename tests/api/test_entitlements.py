@@ -629,6 +629,21 @@ def test_expired_and_voided_grants(world: World) -> None:
     assert STAMP.match(by_id[voided["id"]]["voidedAt"]) and by_id[expiring["id"]]["voidedAt"] is None
 
 
+def test_void_at_a_past_time(world: World) -> None:
+    world.ingest(world.event(world.s1, 100, 10), world.event(world.s2, 200, 70))
+    world.entitle()
+    first = world.grant(world.feature, amount=1000, priority=1, effectiveAt=iso(world.t0))
+    world.grant(world.feature, amount=500, priority=2, effectiveAt=iso(world.t0))
+    assert_problem(
+        world.api.delete(f"/api/v1/grants/{first['id']}", params={"at": iso(world.at(240))}), 400, field="at"
+    )
+    response = world.api.delete(f"/api/v1/grants/{first['id']}", params={"at": iso(world.at(40))})
+    assert response.status_code == 204
+    # the first grant paid the 100 at +10 and is gone from +40 on; the second paid the 200 at +70
+    assert world.value() == metered_value(300, 300, 0, 600, True)
+    assert world.value(time=iso(world.at(30))) == metered_value(1400, 100, 0, 1500, True)
+
+
 # -- resets -------------------------------------------------------------------------------------------
 
 

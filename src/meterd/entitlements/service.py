@@ -392,14 +392,17 @@ class EntitlementService:
     def list_grants(self, namespace: str, **filters: Any) -> tuple[builtins.list[GrantRecord], int]:
         return self._grants.list(namespace, **filters)
 
-    def void_grant(self, namespace: str, grant_id: str) -> None:
+    def void_grant(self, namespace: str, grant_id: str, at: datetime | None = None) -> None:
+        """Void from `at` (default now; the start of its minute): usage before it stays burnt from the grant."""
         record = self._grants.get(namespace, grant_id)
         if record is None or record.deleted_at is not None:
             raise NotFoundError(f"grant not found: {grant_id}")
         if record.voided_at is not None:
             raise ConflictError(f"grant {grant_id} is already voided")
         now = utcnow()
-        at = floor_minute(now)
+        if at is not None and at > now:
+            raise ValidationError(Problem("at", "a grant cannot be voided in the future"))
+        at = floor_minute(at if at is not None else now)
         self._grants.void(record, at, now)
         entitlement = self._entitlements.get(namespace, record.entitlement_id)
         if entitlement is not None:

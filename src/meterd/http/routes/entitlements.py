@@ -322,7 +322,8 @@ async def list_grants(request: Request) -> Response:
 
 
 async def void_grant(request: Request) -> Response:
-    await call(services(request).entitlements.void_grant, namespace(request), request.path_params["grant"])
+    at = query_time(request, "at")
+    await call(services(request).entitlements.void_grant, namespace(request), request.path_params["grant"], at)
     return Response(status_code=204)
 
 
