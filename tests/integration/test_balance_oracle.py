@@ -26,6 +26,7 @@ from tests.credit_oracle import OracleState, simulate
 
 MINUTE = timedelta(minutes=1)
 PERIOD = timedelta(hours=6)
+FRESHNESS_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Scenario:
         self.stranger = unique("s3")
         self.events: list[tuple[datetime, str, str, int]] = []
         self.manual: datetime | None = None
+        self.acked = 0.0
 
     def setup(self) -> None:
         api = self.api
@@ -167,6 +169,7 @@ class Scenario:
             data = {"n": n, "kind": kind}
             batch.append(event(type_=self.type, subject=subject, time_=format_rfc3339(t), data=data))
         ingest_ok(self.api, batch)
+        self.acked = time.monotonic()
         total = sum(n for _, s, k, n in self.events if k == "a" and s in self.subjects)
         wait_for(lambda: self._meter_total() == total, timeout=20)
 
@@ -193,6 +196,9 @@ class Scenario:
         return response.json(), (at or before), (at or after)
 
     def check(self, at: datetime | None = None) -> None:
+        # the contract: a value reflects every event acknowledged at least a second earlier (the meter shows
+        # a batch as soon as it is stored, a moment before the balances have taken it in)
+        time.sleep(max(0.0, self.acked + FRESHNESS_S - time.monotonic()))
         value, low, high = self.value(at)
         states = self.oracle(ceil_minute(high))
         candidates = [states[ceil_minute(low)], states[ceil_minute(high)]]
