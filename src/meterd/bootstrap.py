@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -27,6 +27,7 @@ from meterd.backends.sql.notifications import SQLNotificationStore
 from meterd.backends.sqlite.journal import SQLiteJournal
 from meterd.core.errors import ConflictError, NotFoundError
 from meterd.core.timeutil import utcnow
+from meterd.customers.model import Customer
 from meterd.customers.service import CustomerService
 from meterd.entitlements.balance import BalanceService, EventRouter, Value
 from meterd.entitlements.features import FeatureService
@@ -131,6 +132,7 @@ def build_services(settings: Settings) -> Services:
     entitlement_store = SQLEntitlementStore(engine)
     features = FeatureService(SQLFeatureStore(engine), entitlement_store, meters)
     meters.in_use = features.meter_in_use
+    customers.in_use = _has_entitlements(entitlement_store)
     entitlements = EntitlementService(
         entitlement_store, SQLGrantStore(engine), SQLResetStore(engine), features, customers, meters.get
     )
@@ -234,6 +236,14 @@ def _publisher(entitlements: EntitlementService, notifications: NotificationServ
         )
 
     return publish
+
+
+def _has_entitlements(store: SQLEntitlementStore) -> Callable[[Customer], str | None]:
+    def check(customer: Customer) -> str | None:
+        _, live = store.list(customer.namespace, customer_ids=[customer.id], limit=1)
+        return f"it has {live} active entitlement(s); delete them first" if live else None
+
+    return check
 
 
 class _Listening:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meterd.core.errors import NotFoundError, ProblemCollector
+from meterd.core.errors import ConflictError, NotFoundError, ProblemCollector
 from meterd.core.ids import new_ulid
 from meterd.core.timeutil import utcnow
 from meterd.customers.model import Customer, Subject
@@ -57,6 +57,8 @@ class CustomerService:
     def __init__(self, customers: CustomerStore, subjects: SubjectStore) -> None:
         self._customers = customers
         self._subjects = subjects
+        # why a customer cannot be deleted now (e.g. it has active entitlements), or None; set by bootstrap
+        self.in_use: Callable[[Customer], str | None] | None = None
         self.changed: list[Callable[[str, str], None]] = []  # (namespace, customer id) after a replace or delete
 
     def create(self, namespace: str, data: CustomerInput) -> Customer:
@@ -109,6 +111,9 @@ class CustomerService:
 
     def delete(self, namespace: str, id_or_key: str) -> None:
         customer = self.get(namespace, id_or_key)
+        reason = self.in_use(customer) if self.in_use is not None else None
+        if reason is not None:
+            raise ConflictError(f"customer {id_or_key} cannot be deleted: {reason}")
         self._customers.soft_delete(replace(customer, deleted_at=utcnow()))
         self._changed(customer)
 

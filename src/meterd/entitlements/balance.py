@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 ADDITIVE = frozenset({Aggregation.SUM, Aggregation.COUNT})  # usage that adds up minute by minute
 REBASE_AFTER = timedelta(hours=1)  # a base older than this is rebuilt (its tail would grow)
+KEEP_PERIOD_STARTS = 100  # of a long replay, the latest period starts are kept (older values replay again)
 
 _FOREVER = datetime.max.replace(tzinfo=from_us(0).tzinfo)
 
@@ -342,12 +343,15 @@ class BalanceService:
         earlier = [s for s in snapshots if s.at <= t]
         snap = earlier[-1] if earlier else Snapshot.start(min(terms.start, t))
         new: list[Snapshot] = []
-        usage = self._usage_fn(terms)
         preserve = terms.entitlement.preserve_overage_at_reset
-        for reset in resets_between(terms.interval, terms.anchor, terms.manual, snap.at, t, preserve):
+        resets = resets_between(terms.interval, terms.anchor, terms.manual, snap.at, t, preserve)
+        usage = self._usage_fn(terms)
+        if len(resets) > 2 and terms.meter.aggregation in ADDITIVE:  # many periods: one query, not one each
+            usage = self._minute_usage(terms, snap.at, resets[-1].at)
+        for reset in resets:
             snap = run(terms.grants, snap, reset.at, [reset], usage).snapshot
             new.append(snap)
-        return snap, new
+        return snap, new[-KEEP_PERIOD_STARTS:]
 
     def _valid_until(self, terms: Terms, t: datetime) -> datetime:
         horizon = t + timedelta(days=400)
