@@ -9,8 +9,8 @@ period a year anchored at 2026-01-01, 100M tokens issued); then
 1. cold checks: each customer's value once (the engine runs, period-start snapshots are cached);
 2. hot checks: closed-loop value checks from keep-alive connections for --seconds: requests/s and latency;
 3. exactness: usage, balance and overage of a sample of customers equal the meter's own total;
-4. under ingest: the same checks while fresh events arrive, and freshness: how long after its 204 an event
-   shows in the value.
+4. under ingest: checks offered at --check-rate while fresh events arrive at --ingest-rate (from another
+   process), and freshness: how long after its 204 an event shows in the value.
 Results go to bench/results/entitlements.json."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
 import statistics
 import tempfile
@@ -25,6 +26,7 @@ import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -73,9 +75,15 @@ def _value_path(name: str) -> str:
 
 
 async def _checks(
-    port: int, pick, seconds: float | None, connections: int, names: list[str] | None = None
+    port: int,
+    pick,
+    seconds: float | None,
+    connections: int,
+    names: list[str] | None = None,
+    rate: float | None = None,
 ) -> tuple[list[float], int]:
-    """Closed-loop value checks; with `names`, each name exactly once (the cold pass)."""
+    """Value checks from keep-alive connections: as fast as answers come (closed loop), or paced to `rate`
+    per second in all; with `names`, each name exactly once (the cold pass)."""
     latencies: list[float] = []
     errors = 0
     until = time.perf_counter() + (seconds or 0)
@@ -84,8 +92,13 @@ async def _checks(
     async def one() -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        gap = connections / rate if rate else 0.0
+        slot = time.perf_counter()
         while todo if names else time.perf_counter() < until:
             name = todo.pop() if names else pick()
+            if gap:
+                slot += gap
+                await asyncio.sleep(max(0.0, slot - time.perf_counter()))
             started = time.perf_counter()
             status, _ = await exchange_body(reader, writer, get(port, _value_path(name)))
             latencies.append(time.perf_counter() - started)
@@ -120,6 +133,20 @@ async def _ingest(port: int, rate: int, stop: asyncio.Event, pick, sent: list[in
             sent[0] += 100
         await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
     writer.close()
+
+
+def _feed(port: int, rate: int, seconds: float, customers: int, sent_total: Any) -> None:
+    names, cum, rng = subjects(customers), zipf_weights(customers), random.Random(5)
+
+    async def run() -> None:
+        stop, sent = asyncio.Event(), [0]
+        task = asyncio.create_task(_ingest(port, rate, stop, lambda: rng.choices(names, cum_weights=cum)[0], sent))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await task
+        sent_total.value = sent[0]
+
+    asyncio.run(run())
 
 
 async def _freshness(base: str, port: int, names: list[str], samples: int) -> list[float]:
@@ -169,6 +196,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--ingest-rate", type=int, default=2000, help="events/s during the checks under ingest")
+    parser.add_argument("--check-rate", type=float, default=1000, help="checks/s offered during ingest")
     args = parser.parse_args()
     tmp = None
     if args.data_dir is None:
@@ -233,16 +261,17 @@ def main() -> None:
             results["exact_sample"] = _exact(api, [names[0], *rng.sample(names, 30)])
             print(f"exact: {results['exact_sample']} customers' usage, balance and overage equal the meter's totals")
 
-            async def under_ingest() -> tuple[list[float], int, list[int]]:
-                stop = asyncio.Event()
-                sent = [0]
-                feeder = asyncio.create_task(_ingest(server.port, args.ingest_rate, stop, zipf, sent))
-                lat, errors = await _checks(server.port, uniform, args.seconds, args.connections)
-                stop.set()
-                await feeder
-                return lat, errors, sent
-
-            lat, errors, sent = asyncio.run(under_ingest())
+            # the feeder runs in a process of its own: in this one, the checks would starve it
+            sent_total = multiprocessing.Value("q", 0)
+            feeder = multiprocessing.Process(
+                target=_feed, args=(server.port, args.ingest_rate, args.seconds, args.customers, sent_total)
+            )
+            feeder.start()
+            lat, errors = asyncio.run(
+                _checks(server.port, uniform, args.seconds, args.connections, rate=args.check_rate)
+            )
+            feeder.join()
+            sent = [int(sent_total.value)]
             assert errors == 0
             rate = len(lat) / args.seconds
             results["under ingest"] = {
