@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import random
 import statistics
-import tempfile
 import time
 import uuid
 from decimal import Decimal
@@ -31,9 +30,8 @@ from typing import Any
 import httpx
 
 from bench.data import EVENT_TYPE, subjects, zipf_weights
-from bench.query import RssWatch, _count, _load
+from bench.query import load_events, save, served
 from bench.wire import exchange, exchange_body, get, request
-from tests.conftest import Server
 
 FEATURE = "bench_quota"
 QUOTA = 100_000_000
@@ -198,14 +196,6 @@ def main() -> None:
     parser.add_argument("--ingest-rate", type=int, default=2000, help="events/s during the checks under ingest")
     parser.add_argument("--check-rate", type=float, default=1000, help="checks/s offered during ingest")
     args = parser.parse_args()
-    tmp = None
-    if args.data_dir is None:
-        tmp = tempfile.TemporaryDirectory()
-        args.data_dir = Path(tmp.name) / "data"
-    server = Server(args.data_dir).start(timeout=600)
-    assert server.process is not None
-    watch = RssWatch(server.process.pid)
-    watch.start()
     names = subjects(args.customers)
     cum = zipf_weights(args.customers)
     rng = random.Random(11)
@@ -217,95 +207,69 @@ def main() -> None:
         return rng.choices(names, cum_weights=cum)[0]
 
     results: dict[str, object] = {"events": args.events, "customers": args.customers}
-    try:
-        with httpx.Client(base_url=server.url, timeout=300) as api:
-            for slug, body in (
-                (
-                    "bench_tokens",
-                    {"aggregation": "SUM", "valueProperty": "$.total_tokens", "groupBy": {"model": "$.model"}},
-                ),
-                ("bench_calls", {"aggregation": "COUNT"}),
-            ):
-                api.post("/api/v1/meters", json={"slug": slug, "eventType": EVENT_TYPE, **body})
-            if _count(api) < args.events:
-                seconds = asyncio.run(_load(server.port, args.events, 4, 1000))
-                while _count(api) < args.events:
-                    time.sleep(0.5)
-                print(f"loaded {args.events:,} events in {seconds:.0f} s")
-            started = time.perf_counter()
-            asyncio.run(_setup(server.url, names))
-            print(f"{len(names):,} customers with entitlements set up in {time.perf_counter() - started:.0f} s")
+    with served(args.data_dir, timeout=600) as (server, watch), httpx.Client(base_url=server.url, timeout=300) as api:
+        load_events(api, server.port, args.events)
+        started = time.perf_counter()
+        asyncio.run(_setup(server.url, names))
+        print(f"{len(names):,} customers with entitlements set up in {time.perf_counter() - started:.0f} s")
 
-            started = time.perf_counter()
-            cold, errors = asyncio.run(_checks(server.port, uniform, None, 2, names=list(names)))
-            took = time.perf_counter() - started
-            assert errors == 0
-            results["cold"] = {"p50_ms": _pct(cold, 0.5), "p99_ms": _pct(cold, 0.99), "seconds": round(took, 1)}
-            print(
-                f"cold checks: {len(cold):,} in {took:.0f} s, "
-                f"p50 {_pct(cold, 0.5):.1f} ms, p99 {_pct(cold, 0.99):.1f} ms"
-            )
+        started = time.perf_counter()
+        cold, errors = asyncio.run(_checks(server.port, uniform, None, 2, names=list(names)))
+        took = time.perf_counter() - started
+        assert errors == 0
+        results["cold"] = {"p50_ms": _pct(cold, 0.5), "p99_ms": _pct(cold, 0.99), "seconds": round(took, 1)}
+        print(
+            f"cold checks: {len(cold):,} in {took:.0f} s, p50 {_pct(cold, 0.5):.1f} ms, p99 {_pct(cold, 0.99):.1f} ms"
+        )
 
-            for label, pick in (("hot uniform", uniform), ("hot zipf", zipf)):
-                lat, errors = asyncio.run(_checks(server.port, pick, args.seconds, args.connections))
-                assert errors == 0
-                rate = len(lat) / args.seconds
-                results[label] = {
-                    "requests_per_s": round(rate),
-                    "p50_ms": round(_pct(lat, 0.5), 2),
-                    "p99_ms": round(_pct(lat, 0.99), 2),
-                    "p999_ms": round(_pct(lat, 0.999), 2),
-                }
-                print(f"{label}: {rate:,.0f} checks/s, p50 {_pct(lat, 0.5):.2f} ms, p99 {_pct(lat, 0.99):.2f} ms")
-
-            results["exact_sample"] = _exact(api, [names[0], *rng.sample(names, 30)])
-            print(f"exact: {results['exact_sample']} customers' usage, balance and overage equal the meter's totals")
-
-            # the feeder runs in a process of its own: in this one, the checks would starve it
-            sent_total = multiprocessing.Value("q", 0)
-            feeder = multiprocessing.Process(
-                target=_feed, args=(server.port, args.ingest_rate, args.seconds, args.customers, sent_total)
-            )
-            feeder.start()
-            lat, errors = asyncio.run(
-                _checks(server.port, uniform, args.seconds, args.connections, rate=args.check_rate)
-            )
-            feeder.join()
-            sent = [int(sent_total.value)]
+        for label, pick in (("hot uniform", uniform), ("hot zipf", zipf)):
+            lat, errors = asyncio.run(_checks(server.port, pick, args.seconds, args.connections))
             assert errors == 0
             rate = len(lat) / args.seconds
-            results["under ingest"] = {
-                "ingest_events_per_s": round(sent[0] / args.seconds),
+            results[label] = {
                 "requests_per_s": round(rate),
                 "p50_ms": round(_pct(lat, 0.5), 2),
                 "p99_ms": round(_pct(lat, 0.99), 2),
+                "p999_ms": round(_pct(lat, 0.999), 2),
             }
-            print(
-                f"under ingest ({sent[0] / args.seconds:,.0f} events/s): {rate:,.0f} checks/s, "
-                f"p50 {_pct(lat, 0.5):.2f} ms, p99 {_pct(lat, 0.99):.2f} ms"
-            )
-            fresh = asyncio.run(_freshness(server.url, server.port, names, 20))
-            results["freshness_ms"] = {
-                "median": round(statistics.median(fresh) * 1000),
-                "max": round(max(fresh) * 1000),
-            }
-            print(
-                f"freshness (204 -> value): median {statistics.median(fresh) * 1000:.0f} ms, "
-                f"max {max(fresh) * 1000:.0f} ms"
-            )
-            time.sleep(1)  # the last events reach the store
-            results["exact_after_ingest"] = _exact(api, [names[0], *rng.sample(names, 30)])
-            print(f"exact after live ingest: {results['exact_after_ingest']} customers")
-    finally:
-        watch.stop.set()
-        server.stop()
-        if tmp is not None:
-            tmp.cleanup()
-    results["peak_rss_mib"] = round(watch.peak_kib / 1024)
-    print(f"server peak RSS: {watch.peak_kib / 1024:,.0f} MiB")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "entitlements.json").write_text(json.dumps(results, indent=2))
+            print(f"{label}: {rate:,.0f} checks/s, p50 {_pct(lat, 0.5):.2f} ms, p99 {_pct(lat, 0.99):.2f} ms")
+
+        results["exact_sample"] = _exact(api, [names[0], *rng.sample(names, 30)])
+        print(f"exact: {results['exact_sample']} customers' usage, balance and overage equal the meter's totals")
+
+        # the feeder runs in a process of its own: in this one, the checks would starve it
+        sent_total = multiprocessing.Value("q", 0)
+        feeder = multiprocessing.Process(
+            target=_feed, args=(server.port, args.ingest_rate, args.seconds, args.customers, sent_total)
+        )
+        feeder.start()
+        lat, errors = asyncio.run(_checks(server.port, uniform, args.seconds, args.connections, rate=args.check_rate))
+        feeder.join()
+        sent = [int(sent_total.value)]
+        assert errors == 0
+        rate = len(lat) / args.seconds
+        results["under ingest"] = {
+            "ingest_events_per_s": round(sent[0] / args.seconds),
+            "requests_per_s": round(rate),
+            "p50_ms": round(_pct(lat, 0.5), 2),
+            "p99_ms": round(_pct(lat, 0.99), 2),
+        }
+        print(
+            f"under ingest ({sent[0] / args.seconds:,.0f} events/s): {rate:,.0f} checks/s, "
+            f"p50 {_pct(lat, 0.5):.2f} ms, p99 {_pct(lat, 0.99):.2f} ms"
+        )
+        fresh = asyncio.run(_freshness(server.url, server.port, names, 20))
+        results["freshness_ms"] = {
+            "median": round(statistics.median(fresh) * 1000),
+            "max": round(max(fresh) * 1000),
+        }
+        print(
+            f"freshness (204 -> value): median {statistics.median(fresh) * 1000:.0f} ms, max {max(fresh) * 1000:.0f} ms"
+        )
+        time.sleep(1)  # the last events reach the store
+        results["exact_after_ingest"] = _exact(api, [names[0], *rng.sample(names, 30)])
+        print(f"exact after live ingest: {results['exact_after_ingest']} customers")
+    save("entitlements", results, watch)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -87,6 +89,47 @@ def _count(api: httpx.Client) -> float:
     return rows[0]["value"] if rows else 0.0
 
 
+@contextmanager
+def served(data_dir: Path | None, timeout: float = 300) -> Iterator[tuple[Server, RssWatch]]:
+    """A `meterd serve` on `data_dir` (a temporary one when None) with its RSS watched; stopped after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(data_dir or Path(tmp) / "data").start(timeout=timeout)
+        assert server.process is not None
+        watch = RssWatch(server.process.pid)
+        watch.start()
+        try:
+            yield server, watch
+        finally:
+            watch.stop.set()
+            server.stop()
+
+
+def load_events(api: httpx.Client, port: int, total: int, connections: int = 4, chunk: int = 1000) -> float | None:
+    """Create the bench meters and load `total` events unless they are there already; events/s, or None."""
+    for slug, body in (
+        ("bench_tokens", {"aggregation": "SUM", "valueProperty": "$.total_tokens", "groupBy": {"model": "$.model"}}),
+        ("bench_calls", {"aggregation": "COUNT"}),
+    ):
+        api.post("/api/v1/meters", json={"slug": slug, "eventType": EVENT_TYPE, **body})
+    rate = None
+    if _count(api) < total:
+        seconds = asyncio.run(_load(port, total, connections, chunk))
+        while _count(api) < total:
+            time.sleep(0.5)
+        rate = total / seconds
+        print(f"loaded {total:,} events in {seconds:.0f} s: {rate:,.0f} events/s")
+    assert _count(api) == total, f"expected exactly {total} events, got {_count(api)}"
+    return rate
+
+
+def save(name: str, results: dict[str, object], watch: RssWatch) -> None:
+    results["peak_rss_mib"] = round(watch.peak_kib / 1024)
+    print(f"server peak RSS: {watch.peak_kib / 1024:,.0f} MiB")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -95,54 +138,24 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1000, help="events per ingest request while loading")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    tmp = None
-    if args.data_dir is None:
-        tmp = tempfile.TemporaryDirectory()
-        args.data_dir = Path(tmp.name) / "data"
-    server = Server(args.data_dir).start(timeout=300)
-    assert server.process is not None
-    watch = RssWatch(server.process.pid)
-    watch.start()
     results: dict[str, object] = {"events": args.events}
-    try:
-        with httpx.Client(base_url=server.url, timeout=300) as api:
-            for slug, body in (
-                (
-                    "bench_tokens",
-                    {"aggregation": "SUM", "valueProperty": "$.total_tokens", "groupBy": {"model": "$.model"}},
-                ),
-                ("bench_calls", {"aggregation": "COUNT"}),
-            ):
-                api.post("/api/v1/meters", json={"slug": slug, "eventType": EVENT_TYPE, **body})
-            if _count(api) < args.events:
-                seconds = asyncio.run(_load(server.port, args.events, args.connections, args.chunk))
-                while _count(api) < args.events:
-                    time.sleep(0.5)
-                results["load_events_per_s"] = round(args.events / seconds)
-                print(f"loaded {args.events:,} events in {seconds:.0f} s: {args.events / seconds:,.0f} events/s")
-            assert _count(api) == args.events, f"expected exactly {args.events} events, got {_count(api)}"
-            for name, params in QUERIES.items():
-                api.get("/api/v1/meters/bench_tokens/query", params=params)  # warm-up
-                times = []
-                for _ in range(args.runs):
-                    started = time.perf_counter()
-                    response = api.get("/api/v1/meters/bench_tokens/query", params=params)
-                    times.append((time.perf_counter() - started) * 1000)
-                    assert response.status_code == 200 and response.json()["data"], response.text
-                median = statistics.median(times)
-                results[name] = round(median, 1)
-                rows = len(response.json()["data"])
-                print(f"{name}: median {median:.1f} ms (min {min(times):.1f}, max {max(times):.1f}; {rows} rows)")
-    finally:
-        watch.stop.set()
-        server.stop()
-        if tmp is not None:
-            tmp.cleanup()
-    results["peak_rss_mib"] = round(watch.peak_kib / 1024)
-    print(f"server peak RSS: {watch.peak_kib / 1024:,.0f} MiB")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "query.json").write_text(json.dumps(results, indent=2))
+    with served(args.data_dir) as (server, watch), httpx.Client(base_url=server.url, timeout=300) as api:
+        rate = load_events(api, server.port, args.events, args.connections, args.chunk)
+        if rate is not None:
+            results["load_events_per_s"] = round(rate)
+        for name, params in QUERIES.items():
+            api.get("/api/v1/meters/bench_tokens/query", params=params)  # warm-up
+            times = []
+            for _ in range(args.runs):
+                started = time.perf_counter()
+                response = api.get("/api/v1/meters/bench_tokens/query", params=params)
+                times.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200 and response.json()["data"], response.text
+            median = statistics.median(times)
+            results[name] = round(median, 1)
+            rows = len(response.json()["data"])
+            print(f"{name}: median {median:.1f} ms (min {min(times):.1f}, max {max(times):.1f}; {rows} rows)")
+    save("query", results, watch)
 
 
 if __name__ == "__main__":

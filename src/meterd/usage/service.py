@@ -4,7 +4,7 @@ compile it with the pure builder, run it on the event store, and shape the rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -162,20 +162,9 @@ class UsageService:
     ) -> float:
         """The meter's value over [start, end) for events of these subjects, one number (0 when none):
         what an entitlement burns. Subjects are a filter, not a grouping, so UNIQUE_COUNT counts across them."""
-        if meter.event_from is not None and start < meter.event_from:
-            start = meter.event_from
-        if not subjects or start >= end:
+        logical = _for_subjects(meter, start, end, subjects, filters)
+        if not subjects or end is None or logical.start is None or logical.start >= end:
             return 0.0
-        logical = MeterQuery(
-            namespace=meter.namespace,
-            event_type=meter.event_type,
-            aggregation=meter.aggregation,
-            value_property=meter.value_property,
-            start=start,
-            end=end,
-            subjects=tuple(subjects),
-            filters=dict(filters or {}),
-        )
         _, rows = self._run(meter, logical)
         return sum(float(row[-1]) for row in rows)
 
@@ -190,23 +179,10 @@ class UsageService:
     ) -> list[tuple[datetime, str, float]]:
         """(minute, subject, value) for the meter's events of these subjects from `start` (and, with
         `seq_range`, only those stored by these journal batches): the increments of live balances."""
-        if meter.event_from is not None and start < meter.event_from:
-            start = meter.event_from
         if not subjects:
             return []
-        logical = MeterQuery(
-            namespace=meter.namespace,
-            event_type=meter.event_type,
-            aggregation=meter.aggregation,
-            value_property=meter.value_property,
-            start=start,
-            end=end,
-            window_size=WindowSize.MINUTE,
-            subjects=tuple(subjects),
-            group_by_subject=True,
-            filters=dict(filters or {}),
-            seq_range=seq_range,
-        )
+        logical = _for_subjects(meter, start, end, subjects, filters)
+        logical = replace(logical, window_size=WindowSize.MINUTE, group_by_subject=True, seq_range=seq_range)
         compiled = build(logical)
         return [(_utc(row[0]), row[2], float(row[3])) for row in self._reader.run(compiled)]
 
@@ -224,6 +200,29 @@ class UsageService:
             end = req.end if not compiled.windowed and req.end is not None else _utc(we)
             out.append(UsageRow(float(value), start, end, subject, customer or None, groups))
         return QueryResult(req.start, req.end, req.window_size, [k for k in req.group_by if k in logical.group_by], out)
+
+
+def _for_subjects(
+    meter: Meter,
+    start: datetime,
+    end: datetime | None,
+    subjects: Sequence[str],
+    filters: dict[str, tuple[str, FilterString]] | None,
+) -> MeterQuery:
+    """The meter over [start, end) for events of these subjects (a filter, not a grouping), from the
+    meter's eventFrom at the earliest: what entitlements burn."""
+    if meter.event_from is not None and start < meter.event_from:
+        start = meter.event_from
+    return MeterQuery(
+        namespace=meter.namespace,
+        event_type=meter.event_type,
+        aggregation=meter.aggregation,
+        value_property=meter.value_property,
+        start=start,
+        end=end,
+        subjects=tuple(subjects),
+        filters=dict(filters or {}),
+    )
 
 
 def _range(meter: Meter, req: QueryRequest, problems: ProblemCollector) -> datetime | None:
