@@ -21,9 +21,11 @@ import json
 import multiprocessing
 import random
 import statistics
+import threading
 import time
 import uuid
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,36 @@ async def _setup(base: str, names: list[str], concurrency: int = 8) -> None:
                 assert r.status_code in (201, 409), r.text
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+class _Hooks(BaseHTTPRequestHandler):
+    received = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        _Hooks.received += 1
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _alerts(api: httpx.Client) -> ThreadingHTTPServer:
+    """A local webhook receiver, and a rule alerting at 80% and 100% of every quota."""
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    channel = api.post("/api/v1/notification/channels", json={"type": "WEBHOOK", "name": "bench", "url": url})
+    rule = {
+        "type": "entitlements.balance.threshold",
+        "name": "quota alerts",
+        "channels": [channel.json()["id"]],
+        "features": [FEATURE],
+        "thresholds": [{"type": "usage_percentage", "value": 80}, {"type": "usage_percentage", "value": 100}],
+    }
+    assert api.post("/api/v1/notification/rules", json=rule).status_code == 201
+    return receiver
 
 
 def _value_path(name: str) -> str:
@@ -195,6 +227,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--ingest-rate", type=int, default=2000, help="events/s during the checks under ingest")
     parser.add_argument("--check-rate", type=float, default=1000, help="checks/s offered during ingest")
+    parser.add_argument(
+        "--alerts", action="store_true", help="add an 80%%/100%% notification rule and a local webhook receiver"
+    )
     args = parser.parse_args()
     names = subjects(args.customers)
     cum = zipf_weights(args.customers)
@@ -212,6 +247,7 @@ def main() -> None:
         started = time.perf_counter()
         asyncio.run(_setup(server.url, names))
         print(f"{len(names):,} customers with entitlements set up in {time.perf_counter() - started:.0f} s")
+        receiver = _alerts(api) if args.alerts else None
 
         started = time.perf_counter()
         cold, errors = asyncio.run(_checks(server.port, uniform, None, 2, names=list(names)))
@@ -269,7 +305,11 @@ def main() -> None:
         time.sleep(1)  # the last events reach the store
         results["exact_after_ingest"] = _exact(api, [names[0], *rng.sample(names, 30)])
         print(f"exact after live ingest: {results['exact_after_ingest']} customers")
-    save("entitlements", results, watch)
+        if receiver is not None:
+            results["webhooks_received"] = _Hooks.received
+            print(f"webhooks received: {_Hooks.received:,}")
+            receiver.shutdown()
+    save("entitlements-alerts" if args.alerts else "entitlements", results, watch)
 
 
 if __name__ == "__main__":
