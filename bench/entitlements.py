@@ -243,7 +243,7 @@ def main() -> None:
 
     results: dict[str, object] = {"events": args.events, "customers": args.customers}
     with served(args.data_dir, timeout=600) as (server, watch), httpx.Client(base_url=server.url, timeout=300) as api:
-        load_events(api, server.port, args.events)
+        load_events(api, server.port, args.events, exact=False)
         started = time.perf_counter()
         asyncio.run(_setup(server.url, names))
         print(f"{len(names):,} customers with entitlements set up in {time.perf_counter() - started:.0f} s")
