@@ -100,8 +100,9 @@ class Services:
     def close(self) -> None:
         if self.webhooks is not None:
             self.webhooks.stop(grace_s=5.0)
-        self.journal.close()
+        # the server has answered every request by now: drain the journal into the store, then close it
         self.sink.stop(drain=True)
+        self.journal.close()
         self.balance_worker.stop()
         self.store.rollups.wait(timeout=60)  # a build cut short is redone at the next start anyway
         self.store.close()

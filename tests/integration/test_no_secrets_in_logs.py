@@ -62,6 +62,7 @@ def test_keys_and_webhook_secrets_stay_out_of_the_log(tmp_path: Path) -> None:
     finally:
         server.stop()
     log = server.log_path.read_text() if server.log_path else ""
-    assert " DEBUG " in log and "POST /api/v1/notification/channels" in log, "a debug log with the requests"
+    assert " DEBUG " in log and "HTTP Request: POST" in log, "a debug log, with the webhook delivery"
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]  # and a clean shutdown
     for secret in (key, "mtd_wrong", SIGNING, SIGNING.removeprefix("whsec_"), HEADER):
         assert secret not in log, f"{secret[:12]}... appears in the server log"  # ...but never logged

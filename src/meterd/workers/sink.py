@@ -69,8 +69,11 @@ class Sink:
         if self._thread is not None:
             self._thread.join(timeout=60)
         if drain:
-            while self.flush_once(force=True):
-                pass
+            try:
+                while self.flush_once(force=True):
+                    pass
+            except Exception as exc:  # the store is down: the journal keeps the events for the next start
+                log.error("sink drain at shutdown failed, the next start stores the rest: %s", exc)
 
     def healthy(self) -> bool:
         """Running, and either not failing or failing for less than 30 seconds (a store blip)."""
