@@ -43,7 +43,7 @@ def definition_hash(meter: Meter) -> str:
         meter.aggregation.value,
         meter.value_property,
         sorted(meter.group_by.items()),
-        1,
+        2,  # the rollup layout: 2 = views take only batches after their backfill (rebuilds older rollups)
     ]
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
@@ -67,8 +67,11 @@ def rollup_table_ddl(table: str, meter: Meter) -> str:
     )
 
 
-def rollup_select(meter: Meter, events_table: str) -> str:
-    """SELECT turning raw events of the meter into rollup rows (the view's body and the backfill)."""
+def rollup_select(meter: Meter, events_table: str, seq_above: int | None = None, seq_through: int | None = None) -> str:
+    """SELECT turning raw events of the meter into rollup rows (the view's body and the backfill). The view
+    takes only journal batches after the backfill's last one (`seq_above`): a batch stored before the build and
+    replayed after it (a crash between its insert and the sink's position) is dropped by the events table's
+    deduplication, but would still reach a view whose table never saw its token."""
     columns = group_columns(meter.group_by)
     select = ["namespace", "subject", "toDateTime(toStartOfHour(time), 'UTC') AS bucket"]
     select += [f"JSON_VALUE(data, {_lit(meter.group_by[key])}) AS {column}" for key, column in columns.items()]
@@ -79,13 +82,16 @@ def rollup_select(meter: Meter, events_table: str) -> str:
     group = ["namespace", "subject", "bucket", *columns.values()]
     return (
         f"SELECT {', '.join(select)}\nFROM {events_table}\n"
-        f"WHERE namespace = {_lit(meter.namespace)} AND type = {_lit(meter.event_type)}\n"
-        f"GROUP BY {', '.join(group)}"
+        f"WHERE namespace = {_lit(meter.namespace)} AND type = {_lit(meter.event_type)}"
+        + (f" AND seq > {int(seq_above)}" if seq_above is not None else "")
+        + (f" AND seq <= {int(seq_through)}" if seq_through is not None else "")
+        + f"\nGROUP BY {', '.join(group)}"
     )
 
 
-def rollup_view_ddl(view: str, table: str, meter: Meter, events_table: str) -> str:
-    return f"CREATE MATERIALIZED VIEW IF NOT EXISTS {view} TO {table} AS\n{rollup_select(meter, events_table)}"
+def rollup_view_ddl(view: str, table: str, meter: Meter, events_table: str, seq_above: int) -> str:
+    body = rollup_select(meter, events_table, seq_above=seq_above)
+    return f"CREATE MATERIALIZED VIEW IF NOT EXISTS {view} TO {table} AS\n{body}"
 
 
 def state_table_ddl(database: str) -> str:
@@ -189,8 +195,10 @@ class RollupManager:
                 # stop feeding the previous build; queries already on its table may finish
                 self._client.command(f"DROP VIEW IF EXISTS {rollup_names(self._database, meter.id, recorded.build)[1]}")
             self._client.command(rollup_table_ddl(table, meter))
-            self._client.command(rollup_view_ddl(view, table, meter, self._events))
-            self._client.command(f"INSERT INTO {table}\n{rollup_select(meter, self._events)}")
+            # under the write lock: every batch stored so far is in the backfill, every later one in the view
+            last = int(self._client.query(f"SELECT max(seq) FROM {self._events}").result_rows[0][0] or 0)
+            self._client.command(rollup_view_ddl(view, table, meter, self._events, seq_above=last))
+            self._client.command(f"INSERT INTO {table}\n{rollup_select(meter, self._events, seq_through=last)}")
             self._record(meter.id, _Build(digest, build, True))
             self._ready[meter.id] = (digest, Rollup(table, group_columns(meter.group_by)))
         log.info("rollup of meter %s (%s) is ready", meter.slug, meter.id)
