@@ -235,7 +235,9 @@ def test_metered_entitlement_grants_values_history(client: Client, shop: Shop) -
     )
     assert sum(w.usage for w in history.windowed_history) == 300
     assert history.windowed_history[0].balance_at_start == 1150
-    assert history.windowed_history[0].period.from_property == shop.t0
+    # only windows with usage are listed: the first holds the first event (t0 + 10 min), clipped to `from`
+    first_hour = shop.at(10).replace(minute=0)
+    assert history.windowed_history[0].period.from_property == max(shop.t0, first_hour)
     [segment] = history.burndown_history
     assert segment.period.from_property == shop.t0 and segment.period.to == shop.at(90)
     assert segment.usage == 300 and segment.overage == 0 and segment.balance_at_end == 850
