@@ -16,7 +16,7 @@ import bisect
 import heapq
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -129,7 +129,6 @@ class BalanceService:
         self._future: list[tuple[datetime, str]] = []  # (event time, entitlement id): invalidate when due
         self._epoch = 0  # batches whose store began
         self._inflight = 0  # batches being stored now
-        self.computations = 0  # engine runs with queries, for tests and metrics
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -211,15 +210,12 @@ class BalanceService:
         terms = self.terms(entitlement)
         t = ceil_minute(moment)
         start, new_snapshots = self._start(terms, snapshots, t)
-        self.computations += 1
         at_minute = floor_minute(moment)
         if cache and quiet and terms.meter.aggregation in ADDITIVE and start.at <= at_minute:
             # a new base: the state at the start of this minute, and the usage of every minute from there
             mid = run(terms.grants, start, at_minute, [], self._usage_fn(terms)).snapshot
-            tail: dict[datetime, Decimal] = {}
-            for minute, _, amount in self._usage.per_minute(terms.meter, at_minute, terms.subjects, terms.filters):
-                tail[minute] = tail.get(minute, Decimal(0)) + _decimal(amount)
-            base = _Base(terms, mid, tail)
+            rows = self._usage.per_minute(terms.meter, at_minute, terms.subjects, terms.filters)
+            base = _Base(terms, mid, _add_minutes({}, rows))
             value, valid_until = self._from_base(base, moment)
         else:
             base = None
@@ -269,10 +265,7 @@ class BalanceService:
         """The value from a base: pure Python, no query (the tail holds every minute's usage since the base)."""
         terms, t = base.terms, ceil_minute(moment)
         tail = dict(base.tail)
-
-        def usage(period_start: datetime, frm: datetime, to: datetime) -> Decimal:
-            return sum((v for m, v in tail.items() if frm <= m < to), Decimal(0))
-
+        usage = _from_minutes(tail)
         preserve = terms.entitlement.preserve_overage_at_reset
         resets = resets_between(terms.interval, terms.anchor, terms.manual, base.snapshot.at, t, preserve)
         snap = run(terms.grants, base.snapshot, t, resets, usage).snapshot
@@ -331,9 +324,7 @@ class BalanceService:
                     continue
                 base.applied = seq_range[1]
                 mine = set(base.terms.subjects)
-                for minute, subject, amount in rows:
-                    if subject in mine:
-                        base.tail[minute] = base.tail.get(minute, Decimal(0)) + _decimal(amount)
+                _add_minutes(base.tail, (row for row in rows if row[1] in mine))
                 state.generation += 1
                 state.value = None
 
@@ -434,19 +425,8 @@ class BalanceService:
         self, terms: Terms, frm: datetime, to: datetime
     ) -> Callable[[datetime, datetime, datetime], Decimal]:
         """Usage in [a, b) from every minute's usage in [frm, to), fetched once (additive meters only)."""
-        minutes: dict[datetime, Decimal] = {}
         rows = self._usage.per_minute(terms.meter, max(frm, terms.start), terms.subjects, terms.filters, end=to)
-        for minute, _, amount in rows:
-            minutes[minute] = minutes.get(minute, Decimal(0)) + _decimal(amount)
-        keys = sorted(minutes)
-        sums = [Decimal(0)]
-        for key in keys:
-            sums.append(sums[-1] + minutes[key])
-
-        def usage(period_start: datetime, a: datetime, b: datetime) -> Decimal:
-            return sums[bisect.bisect_left(keys, b)] - sums[bisect.bisect_left(keys, a)] if a < b else Decimal(0)
-
-        return usage
+        return _from_minutes(_add_minutes({}, rows))
 
     @staticmethod
     def _balance_at(
@@ -524,6 +504,28 @@ class SnapshotStore(Protocol):
 
 def _at(snapshot: Snapshot) -> datetime:
     return snapshot.at
+
+
+def _add_minutes(
+    minutes: dict[datetime, Decimal], rows: Iterable[tuple[datetime, str, float]]
+) -> dict[datetime, Decimal]:
+    """Add per-minute meter rows (minute, subject, value) into `minutes`, summing the subjects."""
+    for minute, _, amount in rows:
+        minutes[minute] = minutes.get(minute, Decimal(0)) + _decimal(amount)
+    return minutes
+
+
+def _from_minutes(minutes: Mapping[datetime, Decimal]) -> Callable[[datetime, datetime, datetime], Decimal]:
+    """Usage in [a, b) from each minute's usage (additive meters), by prefix sums."""
+    keys = sorted(minutes)
+    sums = [Decimal(0)]
+    for key in keys:
+        sums.append(sums[-1] + minutes[key])
+
+    def usage(period_start: datetime, a: datetime, b: datetime) -> Decimal:
+        return sums[bisect.bisect_left(keys, b)] - sums[bisect.bisect_left(keys, a)] if a < b else Decimal(0)
+
+    return usage
 
 
 def _decimal(value: float) -> Decimal:
