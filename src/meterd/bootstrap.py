@@ -153,9 +153,9 @@ def build_services(settings: Settings) -> Services:
     sink.guards.append(worker)
     entitlements.changed.append(worker.on_changed)
     entitlements.reset_hooks.append(worker.on_reset)
-    customers.changed.append(worker.on_customer_changed)
-    features.changed.append(lambda namespace: worker.on_customer_changed(namespace, ""))
-    meters.changed.append(lambda meter: worker.on_customer_changed(meter.namespace, ""))
+    customers.changed.append(lambda namespace, customer_id: worker.forget_all())
+    features.changed.append(lambda namespace: worker.forget_all())
+    meters.changed.append(lambda meter: worker.forget_all())
     services = Services(
         settings,
         engine,

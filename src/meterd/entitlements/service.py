@@ -111,7 +111,8 @@ class EntitlementService:
 
     # -- entitlements --------------------------------------------------------------------------------
 
-    def create(self, namespace: str, customer: Customer, data: EntitlementInput) -> Entitlement:
+    def _build(self, namespace: str, customer: Customer, data: EntitlementInput) -> Entitlement:
+        """A checked, not yet stored entitlement (create and override store it)."""
         problems = ProblemCollector()
         try:
             kind = EntitlementType(data.type)
@@ -151,7 +152,7 @@ class EntitlementService:
         )
         return entitlement
 
-    def insert(self, entitlement: Entitlement, data: EntitlementInput, replaces: Entitlement | None = None) -> None:
+    def _insert(self, entitlement: Entitlement, data: EntitlementInput, replaces: Entitlement | None = None) -> None:
         """Store a checked entitlement with its default and inline grants (create and override)."""
         grants = [self._grant_record(entitlement, g, data.v2_grants, f"grants[{i}]") for i, g in enumerate(data.grants)]
         if entitlement.issue_after_reset is not None:
@@ -163,10 +164,10 @@ class EntitlementService:
         self._notify(entitlement, None)
 
     def add(self, namespace: str, customer: Customer, data: EntitlementInput) -> Entitlement:
-        entitlement = self.create(namespace, customer, data)
+        entitlement = self._build(namespace, customer, data)
         if self._entitlements.live_for(namespace, customer.id, entitlement.feature_id) is not None:
             raise ConflictError(f"the customer already has an active entitlement for feature {entitlement.feature_key}")
-        self.insert(entitlement, data)
+        self._insert(entitlement, data)
         return entitlement
 
     def override(self, namespace: str, customer: Customer, id_or_feature: str, data: EntitlementInput) -> Entitlement:
@@ -175,12 +176,12 @@ class EntitlementService:
         current = self.get_for(namespace, customer, id_or_feature)
         if current.deleted_at is not None:
             raise NotFoundError(f"entitlement not found: {id_or_feature} (deleted)")
-        entitlement = self.create(namespace, customer, data)
+        entitlement = self._build(namespace, customer, data)
         if entitlement.feature_id != current.feature_id:
             raise ValidationError(
                 Problem("featureKey", f"must be the overridden entitlement's feature ({current.feature_key})")
             )
-        self.insert(entitlement, data, replaces=current)
+        self._insert(entitlement, data, replaces=current)
         return entitlement
 
     def _metered_terms(

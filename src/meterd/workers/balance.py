@@ -62,8 +62,9 @@ class BalanceWorker:
         self._router.stale()
         self._mark([(entitlement_id, "update")])
 
-    def on_customer_changed(self, namespace: str, customer_id: str) -> None:
-        """A customer's subjects changed: which events count for its entitlements changed."""
+    def forget_all(self) -> None:
+        """A customer's subjects, a feature or a meter changed: which events count for which entitlements
+        may have changed, so every cached balance goes."""
         self._router.stale()
         self._balances.forget_all()
 
