@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.chdb_http import clickhouse_http  # noqa: F401
+
 
 def free_port() -> int:
     with socket.socket() as sock:
