@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -64,8 +64,8 @@ class ClickHouseEventStore:
         return clickhouse_connect.get_client(
             host=parsed.hostname or "localhost",
             port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
-            username=parsed.username or "default",
-            password=parsed.password or "",
+            username=unquote(parsed.username or "default"),  # a URL's user info is percent-encoded
+            password=unquote(parsed.password or ""),
             secure=parsed.scheme == "https",
         )
 
