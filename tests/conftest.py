@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.chdb_http import clickhouse_http  # noqa: F401
+from tests.services.kafka import kafka  # noqa: F401
 
 
 def free_port() -> int:
