@@ -1,0 +1,1 @@
+"""Cluster mode: Kafka journal, ClickHouse server event store, PostgreSQL metadata."""
