@@ -62,6 +62,12 @@ def _http(dsn: str, method: str = "POST", body: bytes = b"", **params: str) -> t
         return exc.code, dict(exc.headers), exc.read()
 
 
+def _wait_until_running(dsn: str, marker: str, thread: threading.Thread) -> None:
+    sql = f"SELECT count() FROM system.processes WHERE query LIKE '%/* {marker} */%' AND query NOT LIKE '%system%'"
+    while _http(dsn, body=sql.encode())[2] != b"1\n":
+        assert thread.is_alive()
+
+
 @pytest.fixture(scope="module")
 def client(clickhouse_http: str) -> Iterator[Client]:
     with _client(clickhouse_http) as c:
@@ -186,10 +192,11 @@ def test_an_insert_of_many_blocks_arrives_whole(clickhouse_http: str, compress: 
 def test_a_long_query_does_not_hold_up_other_clients(clickhouse_http: str, client: Client) -> None:
     table = f"busy_{uuid.uuid4().hex[:8]}"
     client.command(f"CREATE TABLE {table} (k UInt64) ENGINE = MergeTree ORDER BY k")
+    marker = uuid.uuid4().hex
     with _client(clickhouse_http) as slow_client:
-        slow = threading.Thread(target=slow_client.command, args=("SELECT sleep(2)",))
+        slow = threading.Thread(target=slow_client.command, args=(f"SELECT sleep(2) /* {marker} */",))
         slow.start()
-        time.sleep(0.2)
+        _wait_until_running(clickhouse_http, marker, slow)
         for k in range(5):
             client.insert(table, [[k]], column_names=["k"])
             assert client.command(f"SELECT count() FROM {table}") == k + 1
@@ -271,16 +278,15 @@ def test_errors_carry_clickhouse_codes(clickhouse_http: str, client: Client) -> 
 
 def test_sessions_keep_their_state_and_refuse_concurrent_queries(clickhouse_http: str) -> None:
     with _client(clickhouse_http) as one, _client(clickhouse_http) as two:
-        one.command("SET max_threads = 1")
+        one.command("SET max_threads = 7")
         one.command("CREATE TEMPORARY TABLE scratch (a UInt8)")
-        assert one.command("SELECT getSetting('max_threads'), count() FROM scratch") == ["1", "0"]
-        assert two.command("SELECT getSetting('max_threads')") != 1
-    session = uuid.uuid4().hex
-    slow = threading.Thread(
-        target=_http, args=(clickhouse_http,), kwargs={"body": b"SELECT sleep(1)", "session_id": session}
-    )
+        assert one.command("SELECT getSetting('max_threads'), count() FROM scratch") == ["7", "0"]
+        assert two.command("SELECT getSetting('max_threads')") != 7
+    session, marker = uuid.uuid4().hex, uuid.uuid4().hex
+    slow_sql = f"SELECT sleep(1) /* {marker} */".encode()
+    slow = threading.Thread(target=_http, args=(clickhouse_http,), kwargs={"body": slow_sql, "session_id": session})
     slow.start()
-    time.sleep(0.3)
+    _wait_until_running(clickhouse_http, marker, slow)  # the slow query holds the session now
     _, headers, _ = _http(clickhouse_http, body=b"SELECT 1", session_id=session)
     slow.join()
     assert headers["X-ClickHouse-Exception-Code"] == "373"  # SESSION_IS_LOCKED
@@ -305,6 +311,7 @@ def test_acknowledged_inserts_survive_a_kill(tmp_path: Path) -> None:
         server.process.wait()
     with start_subprocess(tmp_path / "data") as server, _client(server.dsn) as c:
         assert c.command("SELECT count(), uniqExact(k) FROM t") == ["2000", "2000"]
+    assert server.process.returncode == 0 and "chdb_http: stopped" in server.log()  # SIGTERM: a clean stop
 
 
 # -- meterd's event store over HTTP ------------------------------------------------------------------------------
