@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import glob
 import json
 import os
 import shlex
@@ -36,6 +35,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -47,6 +47,9 @@ from starlette.routing import Route
 
 from bench.data import END, EVENT_TYPE, START, TOP_CUSTOMER, events
 from bench.wire import exchange, request
+
+if TYPE_CHECKING:
+    from tests.services.postgres import PostgresServer
 
 # --- the baseline application: what a typical tutorial implementation looks like --------------------------------
 
@@ -122,80 +125,8 @@ QUERIES = {
 }
 QUERY_PARAMS = {"type": EVENT_TYPE, "subject": TOP_CUSTOMER, "from": START, "to": END}
 
-# --- PostgreSQL: install, initdb into a temp dir, start, stop ---------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pg_bin() -> Path:
-    def found() -> list[str]:
-        return sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-
-    if not found():
-        if os.geteuid() != 0:
-            sys.exit("PostgreSQL is not installed: run `apt-get install -y postgresql` as root (or run this as root)")
-        print("installing PostgreSQL (apt-get) ...", flush=True)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "postgresql"], check=True, env=env, stdout=subprocess.DEVNULL)
-    return Path(found()[-1]).parent
-
-
-class Postgres:
-    """A throwaway cluster in `root` (a temp dir), run as user postgres when we are root (it refuses root)."""
-
-    def __init__(self, root: Path, settings: dict[str, str]) -> None:
-        self.bin, self.root, self.port = pg_bin(), root, free_port()
-        self.data, self.log = root / "pgdata", root / "postgres.log"
-        self.settings = {
-            "listen_addresses": "'127.0.0.1'",
-            "port": str(self.port),
-            "unix_socket_directories": f"'{root}'",
-            "shared_buffers": "'1GB'",
-            "synchronous_commit": "on",
-            "fsync": "on",
-            "timezone": "'UTC'",
-            **settings,
-        }
-        self.dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
-
-    def _run(self, *cmd: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*prefix, *cmd], check=True, stdout=subprocess.DEVNULL)
-
-    def start(self) -> Postgres:
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                  "--locale=C.UTF-8")  # fmt: skip
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write("\n# bench/baseline_pg.py\n" + "".join(f"{k} = {v}\n" for k, v in self.settings.items()))
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "120", "start")
-        return self
-
-    def stop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "300", "stop")
-
-    def pids(self) -> list[int]:
-        """The postmaster and its children (backends, checkpointer, WAL writer, autovacuum, parallel workers)."""
-        try:
-            return with_children(int((self.data / "postmaster.pid").read_text().split()[0]))
-        except (OSError, ValueError, IndexError):
-            return []
-
-
-def with_children(parent: int) -> list[int]:
-    out = [parent]
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(Path(stat).read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                out.append(int(stat.split("/")[2]))
-    return out
+# --- PostgreSQL: tests/services/postgres.py installs, initdb's, starts and stops it -------------------------------
+# Imported inside the driver's functions only: uvicorn imports this module as the app, which must not load pytest.
 
 
 def memory_kib(pids: list[int]) -> tuple[int, int]:
@@ -212,12 +143,14 @@ def memory_kib(pids: list[int]) -> tuple[int, int]:
 
 
 class MemoryWatch(threading.Thread):
-    def __init__(self, pg: Postgres, app_pid: int) -> None:
+    def __init__(self, pg: PostgresServer, app_pid: int) -> None:
         super().__init__(daemon=True)
         self.pg, self.app_pid, self.stop = pg, app_pid, threading.Event()
         self.pg_peak_rss = self.pg_peak_pss = self.app_peak_rss = 0
 
     def run(self) -> None:
+        from tests.services.postgres import with_children
+
         while not self.stop.wait(0.5):
             rss, pss = memory_kib(self.pg.pids())
             self.pg_peak_rss, self.pg_peak_pss = max(self.pg_peak_rss, rss), max(self.pg_peak_pss, pss)
@@ -228,6 +161,8 @@ class MemoryWatch(threading.Thread):
 
 
 def start_app(dsn: str, pool: int, workers: int, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    from tests.services.postgres import free_port
+
     port = free_port()
     env = {**os.environ, "BASELINE_PG_DSN": dsn, "BASELINE_PG_POOL": str(pool)}
     cmd = [sys.executable, "-m", "uvicorn", "bench.baseline_pg:app", "--host", "127.0.0.1", "--port", str(port),
@@ -325,10 +260,11 @@ def main() -> None:
     parser.add_argument("--pg-conf", action="append", default=[], metavar="KEY=VALUE", help="extra postgresql.conf")
     args = parser.parse_args()
     from bench.ingest import _run  # imported here: it pulls in tests.conftest (pytest), not wanted in the app server
+    from tests.services.postgres import PostgresServer, with_children
 
     command = shlex.join([".venv/bin/python", "-m", "bench.baseline_pg", *sys.argv[1:]])
     root = Path(tempfile.mkdtemp(prefix="baseline-pg-", dir=args.dir))
-    pg = Postgres(root, dict(kv.split("=", 1) for kv in args.pg_conf))
+    pg = PostgresServer(root, {"shared_buffers": "'1GB'", **dict(kv.split("=", 1) for kv in args.pg_conf)})
     results: dict[str, object] = {"command": command, "events": args.events}
     app = watch = None
     try:

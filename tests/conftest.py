@@ -20,6 +20,7 @@ import pytest
 
 from tests.chdb_http import clickhouse_http  # noqa: F401
 from tests.services.kafka import kafka  # noqa: F401
+from tests.services.postgres import postgres  # noqa: F401
 
 
 def free_port() -> int:
@@ -90,9 +91,13 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One shared server for the API tests; tests keep out of each other's way with unique names."""
-    srv = Server(tmp_path_factory.mktemp("shared") / "data").start()
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """One shared server for the API tests; tests keep out of each other's way with unique names.
+    METERD_TEST_METADATA=postgres keeps its metadata in a fresh PostgreSQL database (the `postgres` fixture)."""
+    env = {}
+    if os.environ.get("METERD_TEST_METADATA") == "postgres":
+        env["METERD_STORAGE__METADATA_URL"] = request.getfixturevalue("postgres").create_database()
+    srv = Server(tmp_path_factory.mktemp("shared") / "data", env=env).start()
     yield srv
     srv.stop()
 
