@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from meterd.auth.keys import KeyService
 from meterd.backends.clickhouse.store import ClickHouseEventStore
 from meterd.backends.sql.customers import SQLCustomerStore, SQLSubjectStore
+from meterd.backends.sql.dialect import guard
 from meterd.backends.sql.entitlements import (
     SQLEntitlementStore,
     SQLFeatureStore,
@@ -63,6 +64,7 @@ def metadata_engine(settings: Settings) -> Engine:
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
+    guard(engine)  # what PostgreSQL cannot store is a 400 on both databases
     upgrade(engine)
     return engine
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from meterd.backends.sql.dialect import code_point_order, has_nul, upsert
 from meterd.backends.sql.tables import customer_subjects, customers, subjects
 from meterd.core.errors import ConflictError
 from meterd.customers.model import Customer, Subject
@@ -37,9 +38,9 @@ class SQLCustomerStore:
 
     def _attribute(self, conn: Connection, customer: Customer) -> None:
         conn.execute(delete(customer_subjects).where(customer_subjects.c.customer_id == customer.id))
-        rows = [
+        rows = [  # in key order: concurrent writers lock the keys in one order (no deadlock on PostgreSQL)
             {"namespace": customer.namespace, "subject_key": s, "customer_id": customer.id}
-            for s in customer.attributed_subjects()
+            for s in sorted(customer.attributed_subjects())
         ]
         if rows:
             conn.execute(insert(customer_subjects), rows)
@@ -118,18 +119,21 @@ class SQLCustomerStore:
         if key:
             query = query.where(customers.c.key == key)
         if name:
-            query = query.where(func.lower(customers.c.name).contains(name.lower()))
+            query = query.where(func.lower(customers.c.name).contains(name.lower(), autoescape=True))
         if subject:
             owners = select(customer_subjects.c.customer_id).where(
-                func.lower(customer_subjects.c.subject_key).contains(subject.lower())
+                func.lower(customer_subjects.c.subject_key).contains(subject.lower(), autoescape=True)
             )
             query = query.where(customers.c.id.in_(owners))
         with self._engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-            rows = conn.execute(query.order_by(customers.c.name, customers.c.id).offset(offset).limit(limit)).fetchall()
+            rows = conn.execute(
+                query.order_by(code_point_order(customers.c.name), customers.c.id).offset(offset).limit(limit)
+            ).fetchall()
             return self._load(rows), int(total)
 
     def by_subjects(self, namespace: str, subject_keys: Sequence[str]) -> dict[str, Customer]:
+        subject_keys = [s for s in subject_keys if not has_nul(s)]  # events may have them; no customer can
         if not subject_keys:
             return {}
         with self._engine.connect() as conn:
@@ -177,11 +181,9 @@ class SQLSubjectStore:
             "created_at": subject.created_at,
             "updated_at": subject.updated_at,
         }
-        with self._engine.begin() as conn:
-            updated = conn.execute(update(subjects).where(subjects.c.id == subject.id).values(**values))
-            if updated.rowcount == 0:
-                conn.execute(insert(subjects).values(**values))
-        return subject
+        with self._engine.begin() as conn:  # one statement: concurrent first upserts of a key agree on one row
+            statement = upsert(conn, subjects, values, conflict=("namespace", "key"), keep=("id", "created_at"))
+            return _subject(conn.execute(statement.returning(*subjects.c)).one())
 
     def get(self, namespace: str, id_or_key: str) -> Subject | None:
         query = select(subjects).where(
@@ -192,7 +194,7 @@ class SQLSubjectStore:
         return _subject(row) if row else None
 
     def list(self, namespace: str) -> list[Subject]:
-        query = select(subjects).where(subjects.c.namespace == namespace).order_by(subjects.c.key)
+        query = select(subjects).where(subjects.c.namespace == namespace).order_by(code_point_order(subjects.c.key))
         with self._engine.connect() as conn:
             return [_subject(r) for r in conn.execute(query)]
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from meterd.backends.sql.dialect import insert_or_skip
 from meterd.backends.sql.tables import (
     balance_snapshots,
     customer_subjects,
@@ -336,15 +337,9 @@ class SQLSnapshotStore:
             }
             for s in snapshots
         ]
-        with self._engine.begin() as conn:
-            for row in rows:
-                exists = conn.execute(
-                    select(balance_snapshots.c.at).where(
-                        balance_snapshots.c.entitlement_id == entitlement_id, balance_snapshots.c.at == row["at"]
-                    )
-                ).first()
-                if exists is None:
-                    conn.execute(insert(balance_snapshots).values(**row))
+        if rows:  # a snapshot already stored (by another process too) is kept
+            with self._engine.begin() as conn:
+                conn.execute(insert_or_skip(conn, balance_snapshots, conflict=("entitlement_id", "at")), rows)
 
     def delete_after(self, entitlement_id: str, since: datetime | None) -> None:
         query = delete(balance_snapshots).where(balance_snapshots.c.entitlement_id == entitlement_id)

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from meterd.backends.sql.dialect import code_point_order
 from meterd.backends.sql.tables import meters
 from meterd.core.errors import ConflictError
 from meterd.meters.model import Aggregation, Meter
@@ -86,4 +87,7 @@ class SQLMeterStore:
         if not include_deleted:
             query = query.where(meters.c.deleted_at.is_(None))
         with self._engine.connect() as conn:
-            return [_meter(row) for row in conn.execute(query.order_by(meters.c.created_at, meters.c.slug))]
+            return [
+                _meter(row)
+                for row in conn.execute(query.order_by(meters.c.created_at, code_point_order(meters.c.slug)))
+            ]
