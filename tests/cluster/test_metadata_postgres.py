@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +31,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from meterd.backends.sql.migrate import alembic_config, upgrade
 from meterd.backends.sql.tables import metadata
 from tests.api.helpers import assert_problem, create_meter
-from tests.conftest import Server
-from tests.services.postgres import Databases
+from tests.conftest import Server, wait_for
+from tests.services.postgres import Databases, PostgresServer
 
 Unique = Callable[[str], str]
 METERD = [sys.executable, "-m", "meterd.cli.main"]
@@ -459,6 +461,32 @@ def test_api_keys_live_in_postgres(postgres: Databases, tmp_path: Path) -> None:
             assert client.get("/api/v1/meters", headers=auth).status_code == 401
     finally:
         server.stop()
+
+
+# -- PostgreSQL going away -----------------------------------------------------------------------------------
+
+
+def test_a_crashed_postgres_is_a_503_and_committed_metadata_survives_it(tmp_path: Path) -> None:
+    """SIGKILL the database under a running node: requests get 503 with Retry-After (not 500) while it is
+    down, and once it is back (WAL recovery) the node answers again with everything it had acknowledged."""
+    root = Path(tempfile.mkdtemp(prefix="meterd-pg-crash-"))  # not under pytest's 0700 dirs (user postgres)
+    pg = PostgresServer(root).start()
+    server = Server(tmp_path / "data", env={"METERD_STORAGE__METADATA_URL": pg.create_database()})
+    try:
+        server.start()
+        with httpx.Client(base_url=server.url, timeout=30) as api:
+            meter = create_meter(api, slug="survivor", eventType="e", aggregation="COUNT")
+            pg.kill()
+            down = api.get("/api/v1/meters/survivor")
+            assert_problem(down, 503, detail="metadata database")
+            assert down.headers["retry-after"] == "5"
+            pg.start()
+            back = wait_for(lambda: (r := api.get("/api/v1/meters/survivor")).status_code == 200 and r, timeout=30)
+            assert back.json() == meter
+    finally:
+        server.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- the same answers as SQLite ----------------------------------------------------------------------------

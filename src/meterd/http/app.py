@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meterd.bootstrap import Services
-from meterd.http.errors import HANDLERS, problem
+from meterd.core.errors import MeterdError
+from meterd.http.errors import HANDLERS, on_domain_error, problem
 from meterd.http.metrics import Metrics
 from meterd.http.routes import customers, entitlements, events, meters, notifications, system
 
@@ -37,13 +39,21 @@ class AuthMiddleware:
             self._enabled = (now, enabled)
         return enabled
 
+    def _namespace(self, header: str) -> str | None:
+        scheme, _, token = header.partition(" ")
+        return self.keys.namespace_for(token.strip()) if scheme.lower() == "bearer" and token else None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS or not self._auth_on():
+        header = dict(scope.get("headers", ())).get(b"authorization", b"").decode("latin-1")
+        try:  # the keys live in the metadata database, which may be unavailable (503): outside the routes
+            needs_key = scope["type"] == "http" and scope["path"] not in _OPEN_PATHS and self._auth_on()
+            namespace = self._namespace(header) if needs_key else None
+        except MeterdError as exc:
+            await (await on_domain_error(Request(scope), exc))(scope, receive, send)
+            return
+        if not needs_key:
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        namespace = self.keys.namespace_for(token.strip()) if scheme.lower() == "bearer" and token else None
         if namespace is None:
             detail = "missing API key" if not header else "invalid or revoked API key"
             response = problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="meterd"'})

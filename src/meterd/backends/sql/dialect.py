@@ -5,7 +5,8 @@
   `en_US` ignores `_` and case on a first pass; SQLite compares bytes).
 - `guard`: values PostgreSQL cannot store are refused on both databases alike, as a validation error (400)
   rather than a driver error (500): text with NUL (U+0000) characters, and strings longer than their column
-  (PostgreSQL enforces VARCHAR(n), SQLite would keep them)."""
+  (PostgreSQL enforces VARCHAR(n), SQLite would keep them). A database that cannot be reached (a lost or
+  refused connection, a server restarting) is an UnavailableError (503 with Retry-After), not a bug."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, String, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from meterd.core.errors import ValidationError
+from meterd.core.errors import UnavailableError, ValidationError
 
 __all__ = ["code_point_order", "guard", "has_nul", "insert_or_skip", "upsert"]
 
@@ -118,7 +121,17 @@ def _check(
         raise ValidationError(problem)
 
 
+def _unreachable(context: ExceptionContext) -> None:
+    """PostgreSQL's operational errors (connection lost or refused, server shutting down or starting, deadlock,
+    statement cancelled) are worth a retry; on SQLite they also cover schema bugs, so only disconnects count."""
+    postgres = context.dialect is not None and context.dialect.name == "postgresql"
+    if context.is_disconnect or (postgres and isinstance(context.sqlalchemy_exception, OperationalError)):
+        raise UnavailableError("the metadata database is not answering") from context.original_exception
+
+
 def guard(engine: Engine) -> Engine:
-    """Refuse, on either database, the values PostgreSQL cannot store (see the module docstring)."""
+    """Refuse, on either database, the values PostgreSQL cannot store, and report an unreachable database as
+    unavailable (see the module docstring)."""
     event.listen(engine, "before_cursor_execute", _check)
+    event.listen(engine, "handle_error", _unreachable)
     return engine
