@@ -1,106 +1,26 @@
-"""Rollup tables and their materialized views, one per meter (see meterd.usage.rollup for the semantics).
-
-The DDL cannot take bound parameters, so the meter's namespace, event type and JSONPaths are written as
-escaped string literals (clickhouse-connect's quoting; a test feeds it hostile strings). Building a rollup
+"""Rollup tables and their materialized views, one per meter (see meterd.usage.rollup for the semantics;
+the SQL is in meterd.backends.clickhouse.rollup_ddl, for one server or a cluster). Building a rollup
 holds the event store's write lock: the view is created and the existing events are backfilled while the
 sink waits, so no event is missed or counted twice. A rollup is used only once marked ready with the hash of
 its meter's definition; a crash mid-build leaves it unready and the next start rebuilds it."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from clickhouse_connect.driver.binding import format_query_value
 from clickhouse_connect.driver.client import Client
 
+from meterd.backends.clickhouse.ddl import Layout
+from meterd.backends.clickhouse.rollup_ddl import STATE_TABLE, RollupBuild, definition_hash, rollup_names
+from meterd.backends.clickhouse.schema import EVENTS_TABLE
 from meterd.core.ids import new_ulid
-from meterd.meters.model import Aggregation, Meter
-from meterd.usage.rollup import STATE, Rollup, group_columns, state_expression
+from meterd.meters.model import Meter
+from meterd.usage.rollup import Rollup, group_columns
 
 log = logging.getLogger(__name__)
-
-
-def _lit(value: str) -> str:
-    return str(format_query_value(value))
-
-
-def rollup_names(database: str, meter_id: str, build: str) -> tuple[str, str]:
-    """Table and view of one build of a meter's rollup. Every build gets new names, so a query that
-    started on an older table is never pulled from under it; old tables go at the next start."""
-    base = f"rollup_{meter_id.lower()}_{build}"
-    return f"{database}.{base}", f"{database}.{base}_mv"
-
-
-def definition_hash(meter: Meter) -> str:
-    spec = [
-        meter.namespace,
-        meter.event_type,
-        meter.aggregation.value,
-        meter.value_property,
-        sorted(meter.group_by.items()),
-        2,  # the rollup layout: 2 = views take only batches after their backfill (rebuilds older rollups)
-    ]
-    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
-
-
-def rollup_table_ddl(table: str, meter: Meter) -> str:
-    columns = ["namespace LowCardinality(String)", "subject String", "bucket DateTime('UTC')"]
-    columns += [f"{column} String" for column in group_columns(meter.group_by).values()]
-    columns += [
-        "rows SimpleAggregateFunction(sum, UInt64)",
-        "first SimpleAggregateFunction(min, DateTime64(6, 'UTC'))",
-        "last SimpleAggregateFunction(max, DateTime64(6, 'UTC'))",
-    ]
-    if meter.aggregation is not Aggregation.COUNT:
-        columns.append(f"value {STATE[meter.aggregation][0]}")
-    key = ["namespace", "subject", "bucket", *group_columns(meter.group_by).values()]
-    body = ",\n    ".join(columns)
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table}\n(\n    {body}\n)\nENGINE = AggregatingMergeTree\n"
-        f"PARTITION BY toYYYYMM(bucket)\nORDER BY ({', '.join(key)})\n"
-        "SETTINGS non_replicated_deduplication_window = 10000, fsync_after_insert = 1, fsync_part_directory = 1"
-    )
-
-
-def rollup_select(meter: Meter, events_table: str, seq_above: int | None = None, seq_through: int | None = None) -> str:
-    """SELECT turning raw events of the meter into rollup rows (the view's body and the backfill). The view
-    takes only journal batches after the backfill's last one (`seq_above`): a batch stored before the build and
-    replayed after it (a crash between its insert and the sink's position) is dropped by the events table's
-    deduplication, but would still reach a view whose table never saw its token."""
-    columns = group_columns(meter.group_by)
-    select = ["namespace", "subject", "toDateTime(toStartOfHour(time), 'UTC') AS bucket"]
-    select += [f"JSON_VALUE(data, {_lit(meter.group_by[key])}) AS {column}" for key, column in columns.items()]
-    select += ["count() AS rows", "min(time) AS first", "max(time) AS last"]
-    if meter.aggregation is not Aggregation.COUNT:
-        assert meter.value_property is not None
-        select.append(f"{state_expression(meter.aggregation, _lit(meter.value_property))} AS value")
-    group = ["namespace", "subject", "bucket", *columns.values()]
-    return (
-        f"SELECT {', '.join(select)}\nFROM {events_table}\n"
-        f"WHERE namespace = {_lit(meter.namespace)} AND type = {_lit(meter.event_type)}"
-        + (f" AND seq > {int(seq_above)}" if seq_above is not None else "")
-        + (f" AND seq <= {int(seq_through)}" if seq_through is not None else "")
-        + f"\nGROUP BY {', '.join(group)}"
-    )
-
-
-def rollup_view_ddl(view: str, table: str, meter: Meter, events_table: str, seq_above: int) -> str:
-    body = rollup_select(meter, events_table, seq_above=seq_above)
-    return f"CREATE MATERIALIZED VIEW IF NOT EXISTS {view} TO {table} AS\n{body}"
-
-
-def state_table_ddl(database: str) -> str:
-    return (
-        f"CREATE TABLE IF NOT EXISTS {database}.rollup_state\n"
-        "(\n    meter_id String,\n    hash String,\n    build String,\n    ready UInt8,\n"
-        "    at DateTime64(6, 'UTC') DEFAULT now64(6)\n)\n"
-        "ENGINE = ReplacingMergeTree(at)\nORDER BY meter_id"
-    )
 
 
 @dataclass(frozen=True)
@@ -111,16 +31,21 @@ class _Build:
 
 
 class RollupManager:
-    def __init__(self, client: Client, lock: threading.Lock, database: str, events_table: str) -> None:
+    """`cluster`: the ClickHouse cluster the event store is spread over (None: a single server); the
+    statements and table names follow it (meterd.backends.clickhouse.schema)."""
+
+    def __init__(self, client: Client, lock: threading.Lock, database: str, cluster: str | None = None) -> None:
         self._client = client
         self._lock = lock  # the store's write lock: the sink waits while a rollup is built
         self._database = database
-        self._events = events_table
+        self._layout = Layout(database, cluster)
         self._ready: dict[str, tuple[str, Rollup]] = {}  # meter id -> (definition hash, rollup)
         self._wanted: dict[str, str] = {}  # meter id -> hash of the definition to build
         self._builds: list[threading.Thread] = []
-        self._client.command(state_table_ddl(database))
-        rows = self._client.query(f"SELECT meter_id, hash, build, ready FROM {database}.rollup_state FINAL").result_rows
+        for statement in self._layout.create_table(STATE_TABLE):
+            self._client.command(statement)
+        self._state = self._layout.name(STATE_TABLE.name)
+        rows = self._client.query(f"SELECT meter_id, hash, build, ready FROM {self._state} FINAL").result_rows
         self._recorded = {m: _Build(h, b, bool(r)) for m, h, b, r in rows if h}
 
     def ready(self, meter: Meter) -> Rollup | None:
@@ -140,7 +65,7 @@ class RollupManager:
             for meter in live:
                 recorded = self._recorded.get(meter.id)
                 if recorded is not None:
-                    keep.update(rollup_names(self._database, meter.id, recorded.build))
+                    keep.update(rollup_names(self._layout, meter, recorded.build).all())
             rows = self._client.query(
                 "SELECT name, engine FROM system.tables WHERE database = {db:String} AND startsWith(name, 'rollup_0')",
                 parameters={"db": self._database},
@@ -148,7 +73,7 @@ class RollupManager:
             for name, engine in sorted(rows, key=lambda row: row[1] != "MaterializedView"):  # views first
                 if f"{self._database}.{name}" not in keep:
                     kind = "VIEW" if engine == "MaterializedView" else "TABLE"
-                    self._client.command(f"DROP {kind} IF EXISTS {self._database}.{name}")
+                    self._client.command(self._layout.drop(kind, f"{self._database}.{name}"))
             for meter_id in set(self._recorded) - {m.id for m in live}:
                 self._record(meter_id, _Build("", "", False))
                 self._recorded.pop(meter_id, None)
@@ -160,7 +85,7 @@ class RollupManager:
         self._wanted[meter.id] = digest
         recorded = self._recorded.get(meter.id)
         if recorded is not None and recorded.digest == digest and recorded.ready:
-            table, _ = rollup_names(self._database, meter.id, recorded.build)
+            table = rollup_names(self._layout, meter, recorded.build).table
             self._ready[meter.id] = (digest, Rollup(table, group_columns(meter.group_by)))
             return
         if wait:
@@ -189,18 +114,20 @@ class RollupManager:
             if recorded is not None and recorded.digest == digest and recorded.ready:
                 return  # an earlier request built it already
             build = new_ulid()[-10:].lower()
-            table, view = rollup_names(self._database, meter.id, build)
+            rollup = RollupBuild(self._layout, meter, build, EVENTS_TABLE)
             self._record(meter.id, _Build(digest, build, False))
             if recorded is not None and recorded.build:
                 # stop feeding the previous build; queries already on its table may finish
-                self._client.command(f"DROP VIEW IF EXISTS {rollup_names(self._database, meter.id, recorded.build)[1]}")
-            self._client.command(rollup_table_ddl(table, meter))
+                self._drop_view(meter, recorded.build)
+            for statement in rollup.create():
+                self._client.command(statement)
             # under the write lock: every batch stored so far is in the backfill, every later one in the view
-            last = int(self._client.query(f"SELECT max(seq) FROM {self._events}").result_rows[0][0] or 0)
-            self._client.command(rollup_view_ddl(view, table, meter, self._events, seq_above=last))
-            self._client.command(f"INSERT INTO {table}\n{rollup_select(meter, self._events, seq_through=last)}")
+            events = self._layout.name(EVENTS_TABLE.name)
+            last = int(self._client.query(f"SELECT max(seq) FROM {events}").result_rows[0][0] or 0)
+            for statement in rollup.feed(last):
+                self._client.command(statement)
             self._record(meter.id, _Build(digest, build, True))
-            self._ready[meter.id] = (digest, Rollup(table, group_columns(meter.group_by)))
+            self._ready[meter.id] = (digest, Rollup(rollup.names.table, group_columns(meter.group_by)))
         log.info("rollup of meter %s (%s) is ready", meter.slug, meter.id)
 
     def drop(self, meter: Meter) -> None:
@@ -210,13 +137,16 @@ class RollupManager:
             self._ready.pop(meter.id, None)
             recorded = self._recorded.pop(meter.id, None)
             if recorded is not None and recorded.build:
-                self._client.command(f"DROP VIEW IF EXISTS {rollup_names(self._database, meter.id, recorded.build)[1]}")
+                self._drop_view(meter, recorded.build)
             self._record(meter.id, _Build("", "", False))  # a tombstone: no mutations on the event store
             self._recorded.pop(meter.id, None)
 
+    def _drop_view(self, meter: Meter, build: str) -> None:
+        self._client.command(self._layout.drop("VIEW", rollup_names(self._layout, meter, build).view))
+
     def _record(self, meter_id: str, state: _Build) -> None:
         self._client.insert(
-            f"{self._database}.rollup_state",
+            self._state,
             [[meter_id, state.digest, state.build, int(state.ready)]],
             column_names=["meter_id", "hash", "build", "ready"],
         )

@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
 
 from meterd.backends.clickhouse.rollups import RollupManager
-from meterd.backends.clickhouse.schema import DATABASE, EVENTS, event_store_ddl
+from meterd.backends.clickhouse.schema import DATABASE, EVENTS, event_store_ddl, insert_settings
 from meterd.core.errors import UnavailableError, ValidationError
 from meterd.core.timeutil import from_us, to_us
 from meterd.ingest.journal import JournalBatch
@@ -40,15 +40,19 @@ _CALLER_FAULT_CODES = {"36", "6", "27", "38", "41", "43", "53", "62", "69", "70"
 
 
 class ClickHouseEventStore:
-    def __init__(self, dsn: str, *, readers: int = 4, database: str = DATABASE) -> None:
+    """`cluster`: the name of the ClickHouse cluster (remote_servers) to spread the store over, with
+    replicated tables and Distributed tables over them; None for chDB or a single server."""
+
+    def __init__(self, dsn: str, *, readers: int = 4, database: str = DATABASE, cluster: str | None = None) -> None:
         self.dsn = dsn
         self.database = database
-        self.table = f"{database}.{EVENTS}"
+        self.cluster = cluster
+        self.table = f"{database}.{EVENTS}"  # a Distributed table in a cluster: reads and inserts name it
         self._writer = self._client()
-        for statement in event_store_ddl(database):
+        for statement in event_store_ddl(database, cluster):
             self._writer.command(statement)
         self._write_lock = threading.Lock()
-        self.rollups = RollupManager(self._writer, self._write_lock, database, self.table)
+        self.rollups = RollupManager(self._writer, self._write_lock, database, cluster)
         # The highest journal seq whose insert has completed, rollup views included. An insert makes the
         # events' parts visible before its views' parts, so listing only completed batches means an event
         # that is listed is also counted by every meter.
@@ -93,13 +97,7 @@ class ClickHouseEventStore:
                 columns,
                 column_names=_INSERT_COLUMNS,
                 column_oriented=True,
-                settings={
-                    "insert_deduplication_token": batch.token,
-                    # a replayed batch reaches the rollup views even when the events table drops it as a
-                    # duplicate, so a crash between the two inserts cannot leave a rollup short
-                    "deduplicate_blocks_in_dependent_materialized_views": 1,
-                    "max_partitions_per_insert_block": 0,
-                },
+                settings={"insert_deduplication_token": batch.token, **insert_settings(self.cluster)},
             )
             self._completed_seq = max(self._completed_seq, batch.last_seq)
 
