@@ -103,7 +103,7 @@ def insert_settings(cluster: str | None = None) -> dict[str, Any]:
     }
     if cluster is not None:
         # the INSERT returns once every shard has stored its rows (the sink then moves its position), and the
-        # shards run it with these settings, token included (named insert_distributed_sync before ClickHouse 23.10)
+        # shards run it with these settings, token included (insert_distributed_sync until its rename in late 2023)
         settings["distributed_foreground_insert"] = 1
     return settings
 
