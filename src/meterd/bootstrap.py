@@ -12,6 +12,8 @@ from sqlalchemy import Engine, create_engine, event
 
 from meterd.auth.keys import KeyService
 from meterd.backends.clickhouse.store import ClickHouseEventStore
+from meterd.backends.kafka.journal import KafkaJournal
+from meterd.backends.kafka.source import KafkaSource
 from meterd.backends.sql.customers import SQLCustomerStore, SQLSubjectStore
 from meterd.backends.sql.dialect import guard
 from meterd.backends.sql.entitlements import (
@@ -22,9 +24,11 @@ from meterd.backends.sql.entitlements import (
     SQLSnapshotStore,
 )
 from meterd.backends.sql.keys import SQLApiKeyStore
+from meterd.backends.sql.ledger import RollupWriteLock, SinkLedger, StoredWatermark
 from meterd.backends.sql.meters import SQLMeterStore
 from meterd.backends.sql.migrate import upgrade
 from meterd.backends.sql.notifications import SQLNotificationStore
+from meterd.backends.sql.revision import require_current
 from meterd.backends.sqlite.journal import SQLiteJournal
 from meterd.core.errors import ConflictError, NotFoundError
 from meterd.core.timeutil import utcnow
@@ -35,6 +39,7 @@ from meterd.entitlements.features import FeatureService
 from meterd.entitlements.model import Entitlement
 from meterd.entitlements.service import EntitlementService
 from meterd.entitlements.snapshot import EntitlementSnapshot
+from meterd.ingest.journal import JournalSource
 from meterd.meters.model import Meter
 from meterd.meters.service import MeterCreateInput, MeterService
 from meterd.notifications.model import RULE_TYPES
@@ -49,7 +54,10 @@ from meterd.workers.webhooks import WebhookSender, WebhookWorker
 log = logging.getLogger(__name__)
 
 
-def metadata_engine(settings: Settings) -> Engine:
+def metadata_engine(settings: Settings, migrate: bool | None = None) -> Engine:
+    """The metadata database. Embedded mode brings its schema up to date at start; cluster mode expects
+    `meterd migrate` to have done it (one deliberate step per upgrade, not one per node) and refuses to start
+    on an older schema."""
     url = settings.storage.metadata_dsn()
     if url.startswith("sqlite"):
         settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
@@ -63,9 +71,12 @@ def metadata_engine(settings: Settings) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     guard(engine)  # what PostgreSQL cannot store is a 400 on both databases
-    upgrade(engine)
+    if migrate if migrate is not None else settings.mode == "embedded":
+        upgrade(engine)
+    else:
+        require_current(engine)
     return engine
 
 
@@ -77,9 +88,9 @@ def key_service(settings: Settings, engine: Engine) -> KeyService:
 class Services:
     settings: Settings
     engine: Engine
-    journal: SQLiteJournal
+    journal: SQLiteJournal | KafkaJournal | None  # None in `meterd worker`, which takes no events
     store: ClickHouseEventStore
-    sink: Sink
+    sink: Sink | None  # None in cluster mode: `meterd sink` processes move events into the store
     meters: MeterService
     customers: CustomerService
     usage: UsageService
@@ -92,8 +103,15 @@ class Services:
     webhooks: WebhookWorker | None = None  # None: deliveries are sent by `meterd worker` processes
     started: bool = field(default=False)
 
+    @property
+    def ingest(self) -> SQLiteJournal | KafkaJournal:
+        """The journal of a process that takes events (the HTTP app's)."""
+        assert self.journal is not None, "this process takes no events"
+        return self.journal
+
     def start(self) -> None:
-        self.sink.start()
+        if self.sink is not None:
+            self.sink.start()
         self.balance_worker.start()
         if self.webhooks is not None:
             self.webhooks.start()
@@ -103,34 +121,44 @@ class Services:
         if self.webhooks is not None:
             self.webhooks.stop(grace_s=5.0)
         # the server has answered every request by now: drain the journal into the store, then close it
-        self.sink.stop(drain=True)
-        self.journal.close()
+        if self.sink is not None:
+            self.sink.stop(drain=True)
+        if self.journal is not None:
+            self.journal.close()
         self.balance_worker.stop()
         self.store.rollups.wait(timeout=60)  # a build cut short is redone at the next start anyway
         self.store.close()
         self.engine.dispose()
 
 
-def build_services(settings: Settings) -> Services:
-    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+def build_services(settings: Settings, takes_events: bool = True) -> Services:
+    """Everything a process runs. `takes_events=False` (cluster mode's `meterd worker`): no journal."""
+    cluster = settings.mode == "cluster"
     engine = metadata_engine(settings)
-    store = ClickHouseEventStore(settings.storage.event_store_dsn())
-    journal = SQLiteJournal(
-        settings.storage.journal_path(),
-        dedup_window=settings.ingest.dedup_window,
-        max_queued_events=settings.ingest.max_queued_events,
-        max_commit_events=settings.ingest.max_commit_events,
-        max_lag_events=settings.sink.max_lag_events,
-    )
-    sink = Sink(
-        journal,
-        store,
-        min_batch=settings.sink.min_batch,
-        max_wait_s=settings.sink.max_wait.total_seconds(),
-        max_batch=settings.sink.max_batch,
-    )
+    store = event_store(settings)
+    journal: SQLiteJournal | KafkaJournal | None
+    sink: Sink | None
+    if not takes_events:
+        journal, sink = None, None
+    elif cluster:
+        journal = KafkaJournal(
+            settings.kafka,
+            max_queued_events=settings.ingest.max_queued_events,
+            max_lag_events=settings.sink.max_lag_events,
+        )
+        sink = None
+    else:
+        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        journal = SQLiteJournal(
+            settings.storage.journal_path(),
+            dedup_window=settings.ingest.dedup_window,
+            max_queued_events=settings.ingest.max_queued_events,
+            max_commit_events=settings.ingest.max_commit_events,
+            max_lag_events=settings.sink.max_lag_events,
+        )
+        sink = _sink(settings, journal, store)
     customers = CustomerService(SQLCustomerStore(engine), SQLSubjectStore(engine))
-    meters = MeterService(SQLMeterStore(engine), store.check_json_path, store.rollups)
+    meters = MeterService(SQLMeterStore(engine), store.check_json_path, store.rollups, caching=not cluster)
     usage = UsageService(store, customers.subject_map)
     entitlement_store = SQLEntitlementStore(engine)
     features = FeatureService(SQLFeatureStore(engine), entitlement_store, meters)
@@ -139,7 +167,7 @@ def build_services(settings: Settings) -> Services:
     entitlements = EntitlementService(
         entitlement_store, SQLGrantStore(engine), SQLResetStore(engine), features, customers, meters.get
     )
-    balances = BalanceService(entitlements, usage, meters.get, SQLSnapshotStore(engine))
+    balances = BalanceService(entitlements, usage, meters.get, SQLSnapshotStore(engine), caching=not cluster)
     notification_store = SQLNotificationStore(engine)
     notifications = NotificationService(notification_store, features=_feature_lookup(features))
     listening = _Listening(notification_store)
@@ -151,8 +179,9 @@ def build_services(settings: Settings) -> Services:
         publish=_publisher(entitlements, notifications),
         wanted=listening,
     )
-    sink.on_stored.append(worker.on_stored)
-    sink.guards.append(worker)
+    if sink is not None:
+        sink.on_stored.append(worker.on_stored)
+        sink.guards.append(worker)
     entitlements.changed.append(worker.on_changed)
     entitlements.reset_hooks.append(worker.on_reset)
     customers.changed.append(lambda namespace, customer_id: worker.forget_all())
@@ -178,8 +207,64 @@ def build_services(settings: Settings) -> Services:
         services.webhooks = webhook_worker(settings, engine)
         services.notifications.subscribe(services.webhooks.wake)
     provision_meters(services)
-    store.rollups.sync(_all_live_meters(engine))
+    if cluster:  # other processes use the store too: build what is missing, drop nothing (`meterd migrate` does)
+        for meter in _all_live_meters(engine):
+            store.rollups.ensure(meter)
+    else:
+        store.rollups.sync(_all_live_meters(engine))
     return services
+
+
+def event_store(settings: Settings) -> ClickHouseEventStore:
+    storage = settings.storage
+    if settings.mode == "embedded":
+        return ClickHouseEventStore(storage.event_store_dsn(), cluster=storage.clickhouse_cluster)
+    # cluster mode: rollup builds and event listing follow the sinks through the sink ledger
+    metadata = storage.metadata_dsn()
+    return ClickHouseEventStore(
+        storage.event_store_dsn(),
+        cluster=storage.clickhouse_cluster,
+        rollup_lock=RollupWriteLock(metadata),
+        completed_seq=StoredWatermark(metadata),
+    )
+
+
+def _sink(settings: Settings, source: JournalSource, store: ClickHouseEventStore) -> Sink:
+    return Sink(
+        source,
+        store,
+        min_batch=settings.sink.min_batch,
+        max_wait_s=settings.sink.max_wait.total_seconds(),
+        max_batch=settings.sink.max_batch,
+    )
+
+
+@dataclass
+class SinkProcess:
+    """`meterd sink` (cluster mode): a Kafka consumer-group member moving batches into ClickHouse."""
+
+    settings: Settings
+    source: KafkaSource
+    store: ClickHouseEventStore
+    sink: Sink
+
+    def start(self) -> None:
+        self.sink.start()
+
+    def close(self) -> None:
+        self.sink.stop(drain=True)
+        self.source.close()
+        self.store.close()
+
+
+def build_sink(settings: Settings) -> SinkProcess:
+    if settings.mode != "cluster":
+        raise ValueError("`meterd sink` runs in cluster mode (mode: cluster); `meterd serve` has its own sink")
+    metadata_engine(settings, migrate=False).dispose()  # refuses an old schema
+    store = event_store(settings)
+    ledger = SinkLedger(settings.storage.metadata_dsn(), settings.kafka.topic)
+    source = KafkaSource(settings.kafka, ledger, dedup_window=settings.ingest.dedup_window)
+    return SinkProcess(settings, source, store, _sink(settings, source, store))
 
 
 def webhook_worker(settings: Settings, engine: Engine) -> WebhookWorker:

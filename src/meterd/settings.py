@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -62,6 +62,12 @@ class StorageSettings(_Section):
         description="SQLAlchemy URL for metadata (meters, customers, keys). Default sqlite:///<data_dir>/metadata.db.",
     )
 
+    clickhouse_cluster: str | None = Field(
+        None,
+        description="Cluster mode with a ClickHouse cluster: the cluster name from the servers' remote_servers "
+        "config. The schema is then created ON CLUSTER with Replicated and Distributed tables.",
+    )
+
     def event_store_dsn(self) -> str:
         return self.event_store or f"chdb://{self.data_dir.resolve() / 'events'}"
 
@@ -98,6 +104,50 @@ class SinkSettings(_Section):
         ge=1000,
         description="Journal depth (events not yet in the event store) above which ingest answers 503.",
     )
+
+
+class KafkaSettings(_Section):
+    """Cluster mode's ingest journal: API nodes produce events to a Kafka topic, `meterd sink` consumes it."""
+
+    bootstrap_servers: str | None = Field(None, description="Kafka bootstrap servers, `host:port[,host:port...]`.")
+    topic: str = Field("meterd.events", min_length=1, description="Topic holding every namespace's events.")
+    partitions: int = Field(
+        8, ge=1, description="Partitions of the topic when `meterd migrate` creates it (the sinks' parallelism)."
+    )
+    replication_factor: int = Field(3, ge=1, description="Replicas of the topic when `meterd migrate` creates it.")
+    consumer_group: str = Field("meterd-sink", min_length=1, description="Consumer group of the `meterd sink` workers.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to the brokers."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism, with `SASL_PLAINTEXT` or `SASL_SSL`."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    ssl_ca_location: Path | None = Field(None, description="CA certificate file (PEM) to verify the brokers.")
+    ssl_certificate_location: Path | None = Field(None, description="Client certificate file (PEM), for mutual TLS.")
+    ssl_key_location: Path | None = Field(None, description="Client private key file (PEM), for mutual TLS.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of the client private key.")
+    delivery_timeout: Duration = Field(
+        timedelta(seconds=30),
+        gt=timedelta(0),
+        description="How long an ingest request waits for the brokers to acknowledge its events before 503.",
+    )
+    linger: Duration = Field(
+        timedelta(milliseconds=2),
+        ge=timedelta(0),
+        description="How long the producer waits to fill a batch (latency traded for throughput).",
+    )
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties for every client, e.g. `{socket.keepalive.enable: 'true'}`.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (self.sasl_mechanism and self.sasl_username):
+            raise ValueError("kafka.security_protocol SASL_* needs kafka.sasl_mechanism and kafka.sasl_username")
+        return self
 
 
 class NotificationSettings(_Section):
@@ -160,10 +210,16 @@ class Settings(BaseSettings):
         "METERD_API_KEYS). Keys from here belong to the default namespace.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    mode: Literal["embedded", "cluster"] = Field(
+        "embedded",
+        description="`embedded`: one process, one data directory. `cluster`: stateless API nodes, Kafka, "
+        "ClickHouse and PostgreSQL (see docs/operations.md).",
+    )
     server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     sink: SinkSettings = Field(default_factory=SinkSettings)  # type: ignore[arg-type]
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)  # type: ignore[arg-type]
     meters: list[MeterConfig] = Field(default_factory=list, description="Meters provisioned at start-up.")
 
@@ -178,6 +234,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.sink.min_batch > self.sink.max_batch:
             raise ValueError("sink.min_batch must not exceed sink.max_batch")
+        if self.mode == "cluster" and (problems := cluster_problems(self)):
+            raise ValueError("cluster mode: " + "; ".join(problems))
         return self
 
     @classmethod
@@ -193,6 +251,20 @@ class Settings(BaseSettings):
         if _config_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_config_file))
         return tuple(sources)
+
+
+def cluster_problems(settings: Settings) -> list[str]:
+    """What cluster mode lacks in these settings (all of it, so one run of `meterd config validate` tells)."""
+    problems = []
+    if not settings.kafka.bootstrap_servers:
+        problems.append("kafka.bootstrap_servers is required")
+    store = settings.storage.event_store or ""
+    if not store.startswith(("http://", "https://")):
+        problems.append("storage.event_store must be a ClickHouse server, http(s)://user:password@host:8123")
+    metadata = settings.storage.metadata_url or ""
+    if not metadata.startswith("postgresql"):
+        problems.append("storage.metadata_url must be a PostgreSQL URL, postgresql+psycopg://user:password@host/db")
+    return problems
 
 
 _config_file: Path | None = None

@@ -117,7 +117,12 @@ class BalanceService:
         usage: UsageService,
         meters: Callable[[str, str], Meter],
         snapshots: SnapshotStore | None = None,
+        caching: bool = True,
     ):
+        # caching=False (cluster-mode API nodes until the stored-batch feed reaches them): every value is computed
+        # from the event store, and no period start is kept, since a late event stored by another process
+        # could spoil it unseen
+        self._caching = caching
         self._entitlements = entitlements
         self._usage = usage
         self._meter = meters
@@ -141,11 +146,11 @@ class BalanceService:
             return Value(has_access=True, at=moment)
         if entitlement.type is EntitlementType.STATIC:
             return Value(has_access=True, at=moment, config=entitlement.config)
-        if at is None:
+        if at is None and self._caching:
             cached = self._cached(entitlement, now)
             if cached is not None:
                 return cached
-        return self._compute(entitlement, moment, cache=at is None)
+        return self._compute(entitlement, moment, cache=at is None and self._caching)
 
     def _cached(self, entitlement: Entitlement, now: datetime) -> Value | None:
         """The cached value, or one computed from the entitlement's base (no query), or None."""
@@ -166,7 +171,7 @@ class BalanceService:
     def cached_value(self, key: tuple[str, ...]) -> Value | None:
         """The value now of the entitlement a caller named by `key` (e.g. namespace, customer, feature), when
         both the name and the value are cached: no database, no engine (the hot path of access checks)."""
-        entitlement = self._names.get(key)
+        entitlement = self._names.get(key) if self._caching else None
         if entitlement is None:
             return None
         now = utcnow()
@@ -198,6 +203,11 @@ class BalanceService:
                 state.loaded = True
 
     def _compute(self, entitlement: Entitlement, moment: datetime, cache: bool) -> Value:
+        if not self._caching:
+            terms = self.terms(entitlement)
+            start, _ = self._start(terms, [], ceil_minute(moment))
+            result = run(terms.grants, start, ceil_minute(moment), [], self._usage_fn(terms))
+            return self._value(terms, result.snapshot, moment)
         self._load(entitlement.id)
         with self._lock:
             state = self._states.setdefault(entitlement.id, _State())

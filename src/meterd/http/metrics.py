@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
     from meterd.bootstrap import Services
+    from meterd.workers.sink import SinkStats
 
 
 class _State(Collector):
@@ -23,7 +24,7 @@ class _State(Collector):
 
     def collect(self) -> Iterator[Metric]:
         svc = self._services
-        depth, oldest = svc.journal.waiting()
+        depth, oldest = svc.ingest.waiting()
         yield GaugeMetricFamily(
             "meterd_journal_depth_events", "Events in the journal not yet in the event store", value=depth
         )
@@ -34,28 +35,30 @@ class _State(Collector):
         yield GaugeMetricFamily(
             "meterd_ingest_queue_events",
             "Events waiting for the journal's group commit",
-            value=svc.journal.queued(),
+            value=svc.ingest.queued(),
         )
         yield GaugeMetricFamily(
             "meterd_journal_events_written",
             "Events written to the journal since start",
-            value=svc.journal.stats.events_written,
+            value=svc.ingest.stats.events_written,
         )
         yield GaugeMetricFamily(
             "meterd_journal_duplicates",
             "Duplicate events dropped since start",
-            value=svc.journal.stats.duplicates,
+            value=svc.ingest.stats.duplicates,
         )
-        yield GaugeMetricFamily(
-            "meterd_sink_events_stored",
-            "Events moved into the event store since start",
-            value=svc.sink.stats.events,
-        )
-        yield GaugeMetricFamily(
-            "meterd_sink_last_flush_seconds",
-            "Duration of the last sink flush",
-            value=svc.sink.stats.last_flush_s,
-        )
+        if svc.sink is None:  # cluster mode: the sinks are `meterd sink` processes with their own metrics
+            return
+        yield from sink_metrics(svc.sink.stats)
+
+
+def sink_metrics(stats: SinkStats) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "meterd_sink_events_stored", "Events moved into the event store since start", value=stats.events
+    )
+    yield GaugeMetricFamily(
+        "meterd_sink_last_flush_seconds", "Duration of the last sink flush", value=stats.last_flush_s
+    )
 
 
 class Metrics:

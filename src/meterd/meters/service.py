@@ -47,9 +47,14 @@ class MeterListener(Protocol):
 
 class MeterService:
     def __init__(
-        self, store: MeterStore, json_path_ok: Callable[[str], bool], listener: MeterListener | None = None
+        self,
+        store: MeterStore,
+        json_path_ok: Callable[[str], bool],
+        listener: MeterListener | None = None,
+        caching: bool = True,
     ) -> None:
         self._store = store
+        self._caching = caching  # False where other processes change meters too (cluster mode)
         self._json_path_ok = json_path_ok
         self._listener = listener
         # Why a meter cannot be deleted now (e.g. features use it), or None; set by bootstrap.
@@ -67,9 +72,10 @@ class MeterService:
         meter = self._store.get(namespace, id_or_slug)
         if meter is None:
             raise NotFoundError(f"meter not found: {id_or_slug}")
-        with self._lock:
-            self._cache[(namespace, meter.id)] = meter
-            self._cache[(namespace, meter.slug)] = meter
+        if self._caching:
+            with self._lock:
+                self._cache[(namespace, meter.id)] = meter
+                self._cache[(namespace, meter.slug)] = meter
         return meter
 
     def list(self, namespace: str, include_deleted: bool = False) -> builtins.list[Meter]:

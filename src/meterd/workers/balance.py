@@ -51,6 +51,10 @@ class BalanceWorker:
         self._balances.on_stored((batch.first_seq, batch.last_seq), hits)
         self._mark([(e, "update") for e, _, _ in hits])
 
+    def refresh_routes(self) -> None:
+        """Entitlements may have changed in another process (cluster mode): read the routes again."""
+        self._router.stale()
+
     def begin_write(self) -> None:
         self._balances.begin_write()
 

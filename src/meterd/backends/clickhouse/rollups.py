@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
@@ -34,7 +35,9 @@ class RollupManager:
     """`cluster`: the ClickHouse cluster the event store is spread over (None: a single server); the
     statements and table names follow it (meterd.backends.clickhouse.schema)."""
 
-    def __init__(self, client: Client, lock: threading.Lock, database: str, cluster: str | None = None) -> None:
+    def __init__(
+        self, client: Client, lock: AbstractContextManager[object], database: str, cluster: str | None = None
+    ) -> None:
         self._client = client
         self._lock = lock  # the store's write lock: the sink waits while a rollup is built
         self._database = database

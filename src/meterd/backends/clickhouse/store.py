@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -43,8 +43,21 @@ class ClickHouseEventStore:
     """`cluster`: the name of the ClickHouse cluster (remote_servers) to spread the store over, with
     replicated tables and Distributed tables over them; None for chDB or a single server."""
 
-    def __init__(self, dsn: str, *, readers: int = 4, database: str = DATABASE, cluster: str | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        readers: int = 4,
+        database: str | None = None,
+        cluster: str | None = None,
+        rollup_lock: AbstractContextManager[object] | None = None,
+        completed_seq: Callable[[], int] | None = None,
+    ) -> None:
+        """`rollup_lock`: held while a rollup's view is created (default: this process's write lock; cluster
+        mode passes one shared with the sinks). `completed_seq`: the seq through which every batch is stored
+        (default: what this process has written; cluster mode reads it from the sink ledger)."""
         self.dsn = dsn
+        database = database or database_from(dsn)
         self.database = database
         self.cluster = cluster
         self.table = f"{database}.{EVENTS}"  # a Distributed table in a cluster: reads and inserts name it
@@ -52,7 +65,8 @@ class ClickHouseEventStore:
         for statement in event_store_ddl(database, cluster):
             self._writer.command(statement)
         self._write_lock = threading.Lock()
-        self.rollups = RollupManager(self._writer, self._write_lock, database, cluster)
+        self.rollups = RollupManager(self._writer, rollup_lock or self._write_lock, database, cluster)
+        self._ledger_seq = completed_seq
         # The highest journal seq whose insert has completed, rollup views included. An insert makes the
         # events' parts visible before its views' parts, so listing only completed batches means an event
         # that is listed is also counted by every meter.
@@ -62,16 +76,7 @@ class ClickHouseEventStore:
             self._readers.put(self._client())
 
     def _client(self) -> Client:
-        if self.dsn.startswith("chdb://"):
-            return clickhouse_connect.get_client(dsn=self.dsn)
-        parsed = urlparse(self.dsn)
-        return clickhouse_connect.get_client(
-            host=parsed.hostname or "localhost",
-            port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
-            username=unquote(parsed.username or "default"),  # a URL's user info is percent-encoded
-            password=unquote(parsed.password or ""),
-            secure=parsed.scheme == "https",
-        )
+        return client_for(self.dsn)
 
     @contextmanager
     def _reader(self) -> Iterator[Client]:
@@ -103,6 +108,10 @@ class ClickHouseEventStore:
 
     # -- reads -----------------------------------------------------------------------------------
 
+    def completed_seq(self) -> int:
+        """Events up to this seq are listed: every batch through it is stored, rollup views included."""
+        return self._ledger_seq() if self._ledger_seq is not None else self._completed_seq
+
     def _query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         try:
             with self._reader() as client:
@@ -116,6 +125,10 @@ class ClickHouseEventStore:
             log.error("event store query failed: %s", exc)
             raise UnavailableError("the event store is not answering") from None
 
+    def query_rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of a read-only statement whose every value is bound (`{name:Type}` placeholders)."""
+        return self._query(sql, params)
+
     def run(self, query: CompiledQuery) -> list[tuple[Any, ...]]:
         return self._query(query.sql.replace("\nFROM events\n", f"\nFROM {self.table}\n"), query.params)
 
@@ -126,7 +139,7 @@ class ClickHouseEventStore:
         params = Params()
         where = [
             f"namespace = {params.bind(flt.namespace, 'String')}",
-            f"seq <= {params.bind(self._completed_seq, 'UInt64')}",
+            f"seq <= {params.bind(self.completed_seq(), 'UInt64')}",
         ]
         for column, value, op in (
             ("time", flt.start, ">="),
@@ -210,6 +223,27 @@ class ClickHouseEventStore:
             return True
         except ClickHouseError:
             return False
+
+
+def client_for(dsn: str) -> Client:
+    """A clickhouse-connect client: in-process chDB for chdb:///path, else the HTTP interface of a server."""
+    if dsn.startswith("chdb://"):
+        return clickhouse_connect.get_client(dsn=dsn)
+    parsed = urlparse(dsn)
+    return clickhouse_connect.get_client(
+        host=parsed.hostname or "localhost",
+        port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+        username=unquote(parsed.username or "default"),  # a URL's user info is percent-encoded
+        password=unquote(parsed.password or ""),
+        secure=parsed.scheme == "https",
+    )
+
+
+def database_from(dsn: str) -> str:
+    """The database a server DSN names in its path (http://host:8123/meterd), else meterd's default."""
+    if dsn.startswith("chdb://"):
+        return DATABASE
+    return urlparse(dsn).path.strip("/") or DATABASE
 
 
 def _first_line(exc: Exception) -> str:

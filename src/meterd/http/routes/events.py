@@ -50,7 +50,7 @@ async def ingest(request: Request) -> Response:
         raise PayloadTooLargeError(
             f"batch of {len(events)} events exceeds the limit of {svc.settings.ingest.max_batch_events}"
         )
-    result = await svc.journal.append(namespace(request), events)
+    result = await svc.ingest.append(namespace(request), events)
     counter = request.app.state.metrics.ingested
     counter.labels("stored").inc(result.accepted)
     counter.labels("duplicate").inc(result.duplicates)

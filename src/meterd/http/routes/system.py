@@ -20,15 +20,16 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     svc = services(request)
     checks = {
-        "journal": svc.journal.healthy(),
+        "journal": svc.ingest.healthy(),
         "store": await call(svc.store.healthy),
-        "sink": svc.sink.healthy(),
         "balances": svc.balance_worker.healthy(),
     }
+    if svc.sink is not None:
+        checks["sink"] = svc.sink.healthy()
     if svc.webhooks is not None:
         checks["webhooks"] = svc.webhooks.healthy()
     ok = all(checks.values())
-    body = {"status": "ok" if ok else "unavailable", "checks": checks, "journalDepth": svc.journal.depth()}
+    body = {"status": "ok" if ok else "unavailable", "checks": checks, "journalDepth": svc.ingest.depth()}
     return json_response(body, 200 if ok else 503)
 
 
