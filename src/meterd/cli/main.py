@@ -12,14 +12,8 @@ import click
 from meterd import __version__
 from meterd.cli import client as client_commands
 from meterd.cli import entitlements as entitlement_commands
-from meterd.settings import Settings, load_settings
-
-
-def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    try:
-        return load_settings(ctx.obj.get("config"), **overrides)
-    except Exception as exc:  # a bad file, a bad variable: tell the user, no traceback
-        raise click.ClickException(f"invalid settings: {exc}") from None
+from meterd.cli import ops
+from meterd.cli.ops import load as _settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -74,7 +68,8 @@ def serve(
     insecure_no_auth: bool | None,
     log_level: str | None,
 ) -> None:
-    """Run the embedded server: API, journal, sink and event store in one process."""
+    """Run the server. Embedded mode (the default): API, journal, sink and event store in one process.
+    Cluster mode (`mode: cluster`): a stateless API node producing events to Kafka."""
     import uvicorn
 
     from meterd.bootstrap import build_services
@@ -95,11 +90,8 @@ def serve(
             "set METERD_API_KEYS, or pass --insecure-no-auth"
         )
     app = create_app(services)
-    click.echo(
-        f"meterd {__version__} serving http://{settings.server.host}:{settings.server.port} "
-        f"(data: {settings.storage.data_dir.resolve()})",
-        err=True,
-    )
+    where = "cluster mode" if settings.mode == "cluster" else f"data: {settings.storage.data_dir.resolve()}"
+    click.echo(f"meterd {__version__} serving http://{settings.server.host}:{settings.server.port} ({where})", err=True)
     uvicorn.run(
         app,
         host=settings.server.host,
@@ -174,6 +166,7 @@ def keys_revoke(ctx: click.Context, key_id: str, data_dir: Path | None) -> None:
 
 client_commands.register(cli)
 entitlement_commands.register(cli)
+ops.register(cli)
 
 
 def main() -> None:
