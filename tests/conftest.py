@@ -94,12 +94,33 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Server]:
     """One shared server for the API tests; tests keep out of each other's way with unique names.
     METERD_TEST_METADATA=postgres keeps its metadata in a fresh PostgreSQL database (the `postgres` fixture)."""
+    if os.environ.get("METERD_TEST_MODE") == "cluster":
+        yield from _cluster_node(tmp_path_factory, request)
+        return
     env = {}
     if os.environ.get("METERD_TEST_METADATA") == "postgres":
         env["METERD_STORAGE__METADATA_URL"] = request.getfixturevalue("postgres").create_database()
     srv = Server(tmp_path_factory.mktemp("shared") / "data", env=env).start()
     yield srv
     srv.stop()
+
+
+def _cluster_node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """METERD_TEST_MODE=cluster: the shared server is an API node of a cluster (Kafka, PostgreSQL, ClickHouse
+    over HTTP, one sink, one worker), so the API and compatibility suites run against cluster mode unchanged."""
+    from tests.cluster.processes import new_cluster
+
+    root = tmp_path_factory.mktemp("cluster")
+    cluster = new_cluster(root, request.getfixturevalue("postgres"), request.getfixturevalue("kafka"), partitions=2)
+    try:
+        cluster.migrate()
+        node = cluster.serve(METERD_NOTIFICATIONS__WORKER="false")
+        cluster.sink()
+        cluster.worker()
+        yield node
+    finally:
+        cluster.stop()
+        cluster.store.stop()
 
 
 @pytest.fixture
