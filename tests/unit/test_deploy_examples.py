@@ -585,3 +585,17 @@ def test_docs_operations_names_only_real_flags() -> None:
     flags = set(re.findall(r"`(--[a-z][a-z-]*)[ =`]", OPERATIONS.read_text()))
     assert {"--health-port", "--health-host"} <= flags
     assert flags <= _all_options(cli), f"docs/operations.md names flags no command has: {flags - _all_options(cli)}"
+
+
+def test_compose_starts_meterd_after_migrate_and_migrate_after_the_services() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        for target in service.get("depends_on", {}):
+            assert target in services and target != name, f"{name} depends on {target}"
+    for name in _compose_services():
+        depends = services[name].get("depends_on", {})
+        if name == "migrate":
+            assert {"kafka", "postgres", "clickhouse"} <= set(depends)
+            assert all(d["condition"] == "service_healthy" for d in depends.values())
+        else:
+            assert depends == {"migrate": {"condition": "service_completed_successfully"}}, name
