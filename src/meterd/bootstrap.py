@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -170,7 +171,7 @@ def build_services(settings: Settings, takes_events: bool = True) -> Services:
     balances = BalanceService(entitlements, usage, meters.get, SQLSnapshotStore(engine), caching=not cluster)
     notification_store = SQLNotificationStore(engine)
     notifications = NotificationService(notification_store, features=_feature_lookup(features))
-    listening = _Listening(notification_store)
+    listening = _Listening(notification_store, ttl_s=5.0 if cluster else None)
     notifications.rules_changed.append(listening.forget)
     worker = BalanceWorker(
         balances,
@@ -263,6 +264,7 @@ def build_sink(settings: Settings) -> SinkProcess:
     metadata_engine(settings, migrate=False).dispose()  # refuses an old schema
     store = event_store(settings)
     ledger = SinkLedger(settings.storage.metadata_dsn(), settings.kafka.topic)
+    ledger.ensure_sequence_above(store.max_seq())
     source = KafkaSource(settings.kafka, ledger, dedup_window=settings.ingest.dedup_window)
     return SinkProcess(settings, source, store, _sink(settings, source, store))
 
@@ -335,17 +337,20 @@ def _has_entitlements(store: SQLEntitlementStore) -> Callable[[Customer], str | 
 
 
 class _Listening:
-    """Whether a namespace has live notification rules: remembered until a rule changes there."""
+    """Whether a namespace has live notification rules: remembered until a rule changes there, or, where
+    other processes change rules too (cluster mode), for `ttl_s` seconds."""
 
-    def __init__(self, store: SQLNotificationStore) -> None:
+    def __init__(self, store: SQLNotificationStore, ttl_s: float | None = None) -> None:
         self._store = store
-        self._seen: dict[str, bool] = {}
+        self._ttl = ttl_s
+        self._seen: dict[str, tuple[bool, float]] = {}
 
     def __call__(self, namespace: str) -> bool:
+        now = time.monotonic()
         known = self._seen.get(namespace)
-        if known is None:
-            known = self._seen[namespace] = bool(self._store.live_rules(namespace, RULE_TYPES))
-        return known
+        if known is None or (self._ttl is not None and now - known[1] > self._ttl):
+            known = self._seen[namespace] = (bool(self._store.live_rules(namespace, RULE_TYPES)), now)
+        return known[0]
 
     def forget(self, namespace: str) -> None:
         self._seen.pop(namespace, None)

@@ -108,6 +108,10 @@ class ClickHouseEventStore:
 
     # -- reads -----------------------------------------------------------------------------------
 
+    def max_seq(self) -> int:
+        """The highest seq the store holds."""
+        return int(self._writer.query(f"SELECT max(seq) FROM {self.table}").result_rows[0][0] or 0)
+
     def completed_seq(self) -> int:
         """Events up to this seq are listed: every batch through it is stored, rollup views included."""
         return self._ledger_seq() if self._ledger_seq is not None else self._completed_seq

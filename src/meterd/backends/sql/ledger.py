@@ -34,7 +34,6 @@ from meterd.core.errors import UnavailableError
 log = logging.getLogger(__name__)
 
 WRITE_LOCK = 0x6D65_7465_7264  # "meterd": the advisory lock id shared by sinks and rollup builds
-KEEP_STORED_PLANS = timedelta(days=1)
 
 
 def conninfo(url: str) -> str:
@@ -80,6 +79,13 @@ class SinkLedger:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def ensure_sequence_above(self, stored_max: int) -> None:
+        """Never hand out a seq the event store already holds (a metadata database restored from a backup
+        would otherwise reuse sequence ranges, and ClickHouse would drop new batches as repeated tokens)."""
+        self._connection().execute(
+            "UPDATE sink_sequence SET next = %s WHERE id = 1 AND next <= %s", (stored_max + 1, stored_max)
+        )
 
     def plan(self, part: int, messages: Sequence[tuple[int, bytes]]) -> Plan | None:
         """The batch starting at messages[0] ((offset, dedup key) pairs, in offset order): the recorded plan
@@ -172,7 +178,9 @@ class SinkLedger:
         self._locked = False
 
     def prune(self, window: timedelta, chunk: int = 10_000) -> int:
-        """Forget dedup claims older than the window and stored plans older than a day; returns claims dropped."""
+        """Forget dedup claims and stored plans older than the window; returns the claims dropped. Plans live as
+        long as claims: a batch replayed later (a consumer group rewound by hand) must find its plan, or its
+        messages, which still own their claims, would be inserted again under a new token."""
         conn = self._connection()
         dropped = 0
         while True:
@@ -184,7 +192,7 @@ class SinkLedger:
             dropped += cur.rowcount
             if cur.rowcount < chunk:
                 break
-        conn.execute("DELETE FROM sink_batches WHERE stored AND created_at < now() - %s", (KEEP_STORED_PLANS,))
+        conn.execute("DELETE FROM sink_batches WHERE stored AND created_at < now() - %s", (window,))
         return dropped
 
 
