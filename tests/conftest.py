@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -169,6 +170,11 @@ def event(
     if data is not None:
         body["data"] = data
     return body
+
+
+# Journal seqs for batches written to the shared `event_store`: one counter for every test, because a store's
+# seqs only grow (a rollup's view takes the seqs above its backfill, and dedup tokens are seq ranges).
+JOURNAL_SEQ = itertools.count(10**9, 10_000)
 
 
 @pytest.fixture(scope="session")

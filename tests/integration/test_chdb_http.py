@@ -5,7 +5,6 @@ several OS processes sharing one store."""
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
 import random
 import subprocess
@@ -39,12 +38,12 @@ from meterd.usage.query import MeterQuery
 from meterd.usage.rollup import build_rollup
 from meterd.usage.store import EventFilter
 from tests.chdb_http import start_subprocess
+from tests.conftest import JOURNAL_SEQ
 from tests.integration.test_rollups import BASE, _events, _meter, _same
 
 pytestmark = pytest.mark.slow
 
-# journal ranges of these tests, apart from every other test's (dedup tokens are journal ranges)
-_SEQ = itertools.count(5 * 10**12, 10_000)
+_SEQ = JOURNAL_SEQ  # shared with every test writing to the shared store: seqs only grow
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -3,7 +3,6 @@ engine, over random events whose times fall inside, at and around hour edges (mi
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import random
@@ -19,8 +18,9 @@ from meterd.meters.model import Aggregation, Meter, WindowSize
 from meterd.usage.builder import EVENTS_TABLE, build
 from meterd.usage.query import MeterQuery
 from meterd.usage.rollup import build_rollup
+from tests.conftest import JOURNAL_SEQ
 
-_SEQ = itertools.count(10**9, 10_000)  # journal ranges only grow, as in a real journal (tests share one store)
+_SEQ = JOURNAL_SEQ  # shared with every test writing to the shared store: seqs only grow
 BASE = datetime(2026, 3, 28, 20, 0, tzinfo=UTC)  # spans the Budapest DST change of 2026-03-29
 VALUES: list[Any] = [1, 2.5, -3, "4", "1e3", "x", "", None, True, {"a": 1}, 0, 7, 12.25]
 
