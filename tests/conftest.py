@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -32,7 +32,9 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """A `meterd serve` child process."""
+    """A `meterd serve` child process (a subclass may run another meterd command: `command`, `ready_path`)."""
+
+    ready_path = "/readyz"
 
     data_dir: Path
     port: int = field(default_factory=free_port)
@@ -45,33 +47,26 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> Server:
+    def start(self, timeout: float = 60.0) -> Self:
         env = {**os.environ, "METERD_LOG_LEVEL": "warning", **self.env}
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-{self.port}.log"
         log = self.log_path.open("ab")
-        cmd = [
-            sys.executable,
-            "-m",
-            "meterd.cli.main",
-            "serve",
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            str(self.port),
-            *self.args,
-        ]
+        cmd = [sys.executable, "-m", "meterd.cli.main", *self.command()]
         self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"meterd exited with {self.process.returncode}: {self.log()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{self.ready_path}", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"meterd did not become ready: {self.log()}")
+
+    def command(self) -> list[str]:
+        return ["serve", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args]
 
     def log(self) -> str:
         return self.log_path.read_text()[-4000:] if self.log_path and self.log_path.exists() else ""

@@ -74,7 +74,9 @@ def metadata_engine(settings: Settings, migrate: bool | None = None) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     guard(engine)  # what PostgreSQL cannot store is a 400 on both databases
-    if migrate if migrate is not None else settings.mode == "embedded":
+    if migrate is None:
+        migrate = settings.mode == "embedded"
+    if migrate:
         upgrade(engine)
     else:
         require_current(engine)

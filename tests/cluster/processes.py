@@ -6,10 +6,8 @@ an operator's would."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,62 +15,29 @@ from pathlib import Path
 import httpx
 
 from tests.chdb_http import ServerProcess, start_subprocess
-from tests.conftest import Server, free_port
+from tests.conftest import Server
 from tests.services.kafka import KafkaService
 from tests.services.postgres import Databases
 
 
 @dataclass
-class Sink:
-    """A `meterd sink` (or, with command="worker", `meterd worker`) child process."""
+class Sink(Server):
+    """A `meterd sink` (or, with name="worker", `meterd worker`) child process; `port` serves its health."""
 
-    env: dict[str, str]
-    log_path: Path
-    command: str = "sink"
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    ready_path = "/healthz"
+    name: str = "sink"
 
-    def start(self, timeout: float = 60.0) -> Sink:
-        log = self.log_path.open("ab")
-        cmd = [sys.executable, "-m", "meterd.cli.main", self.command, "--health-port", str(self.port)]
-        self.process = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"meterd {self.command} exited with {self.process.returncode}: {self.log()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"meterd {self.command} did not become healthy: {self.log()}")
+    def command(self) -> list[str]:
+        return [self.name, "--health-port", str(self.port)]
 
     def metrics(self) -> dict[str, float]:
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
         values = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
                 values[name] = float(value)
         return values
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-4000:] if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 60.0) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
 
 
 @dataclass
@@ -102,12 +67,12 @@ class Cluster:
         return node
 
     def sink(self, **env: str) -> Sink:
-        worker = Sink({**self.env, **env}, self.root / f"sink{len(self.sinks)}.log").start()
+        worker = Sink(self.root / f"sink{len(self.sinks)}", env={**self.env, **env}).start()
         self.sinks.append(worker)
         return worker
 
     def worker(self, **env: str) -> Sink:
-        process = Sink({**self.env, **env}, self.root / f"worker{len(self.workers)}.log", command="worker").start()
+        process = Sink(self.root / f"worker{len(self.workers)}", env={**self.env, **env}, name="worker").start()
         self.workers.append(process)
         return process
 

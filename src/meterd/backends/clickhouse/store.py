@@ -70,7 +70,7 @@ class ClickHouseEventStore:
         # The highest journal seq whose insert has completed, rollup views included. An insert makes the
         # events' parts visible before its views' parts, so listing only completed batches means an event
         # that is listed is also counted by every meter.
-        self._completed_seq = int(self._writer.query(f"SELECT max(seq) FROM {self.table}").result_rows[0][0])
+        self._completed_seq = self.max_seq()
         self._readers: queue.SimpleQueue[Client] = queue.SimpleQueue()
         for _ in range(readers):
             self._readers.put(self._client())
