@@ -173,7 +173,7 @@ def build_services(settings: Settings, takes_events: bool = True) -> Services:
     balances = BalanceService(entitlements, usage, meters.get, SQLSnapshotStore(engine), caching=not cluster)
     notification_store = SQLNotificationStore(engine)
     notifications = NotificationService(notification_store, features=_feature_lookup(features))
-    listening = _Listening(notification_store, ttl_s=5.0 if cluster else None)
+    listening = _Listening(notification_store, ttl_s=0.0 if cluster else None)
     notifications.rules_changed.append(listening.forget)
     worker = BalanceWorker(
         balances,
@@ -340,7 +340,8 @@ def _has_entitlements(store: SQLEntitlementStore) -> Callable[[Customer], str | 
 
 class _Listening:
     """Whether a namespace has live notification rules: remembered until a rule changes there, or, where
-    other processes change rules too (cluster mode), for `ttl_s` seconds."""
+    other processes change rules too (cluster mode: `ttl_s=0`), asked every time (a recalculation runs
+    queries anyway; a remembered "no rules" would skip the usage that a new rule should see)."""
 
     def __init__(self, store: SQLNotificationStore, ttl_s: float | None = None) -> None:
         self._store = store
@@ -350,7 +351,7 @@ class _Listening:
     def __call__(self, namespace: str) -> bool:
         now = time.monotonic()
         known = self._seen.get(namespace)
-        if known is None or (self._ttl is not None and now - known[1] > self._ttl):
+        if known is None or (self._ttl is not None and now - known[1] >= self._ttl):
             known = self._seen[namespace] = (bool(self._store.live_rules(namespace, RULE_TYPES)), now)
         return known[0]
 
