@@ -158,6 +158,7 @@ def build_services(settings: Settings, takes_events: bool = True) -> Services:
             max_queued_events=settings.ingest.max_queued_events,
             max_commit_events=settings.ingest.max_commit_events,
             max_lag_events=settings.sink.max_lag_events,
+            min_free_bytes=settings.storage.min_free_disk_mb * 2**20,
         )
         sink = _sink(settings, journal, store)
     customers = CustomerService(SQLCustomerStore(engine), SQLSubjectStore(engine))

@@ -68,6 +68,14 @@ class StorageSettings(_Section):
         "config. The schema is then created ON CLUSTER with Replicated and Distributed tables.",
     )
 
+    min_free_disk_mb: int = Field(
+        256,
+        ge=0,
+        description="Embedded mode: below this much free space in the data directory, ingest answers 503 with "
+        "Retry-After and /readyz reports not ready, leaving room for the sink and the event store's merges "
+        "(0 turns the check off; a disk that fills up anyway still gets 503s, not damage).",
+    )
+
     def event_store_dsn(self) -> str:
         return self.event_store or f"chdb://{self.data_dir.resolve() / 'events'}"
 

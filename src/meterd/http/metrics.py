@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from meterd.backends.sqlite.journal import SQLiteJournal
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -47,6 +49,10 @@ class _State(Collector):
             "Duplicate events dropped since start",
             value=svc.ingest.stats.duplicates,
         )
+        if isinstance(svc.ingest, SQLiteJournal):
+            yield GaugeMetricFamily(
+                "meterd_data_dir_free_bytes", "Free space for the data directory", value=svc.ingest.free_bytes()
+            )
         if svc.sink is None:  # cluster mode: the sinks are `meterd sink` processes with their own metrics
             return
         yield from sink_metrics(svc.sink.stats)

@@ -123,8 +123,11 @@ def _check(
 
 def _unreachable(context: ExceptionContext) -> None:
     """PostgreSQL's operational errors (connection lost or refused, server shutting down or starting, deadlock,
-    statement cancelled) are worth a retry; on SQLite they also cover schema bugs, so only disconnects count."""
+    statement cancelled) are worth a retry; on SQLite they also cover schema bugs, so only disconnects and a
+    full disk count."""
     postgres = context.dialect is not None and context.dialect.name == "postgresql"
+    if getattr(context.original_exception, "sqlite_errorname", "") == "SQLITE_FULL":
+        raise UnavailableError("the metadata database cannot write: the disk is full") from context.original_exception
     if context.is_disconnect or (postgres and isinstance(context.sqlalchemy_exception, OperationalError)):
         raise UnavailableError("the metadata database is not answering") from context.original_exception
 

@@ -4,13 +4,18 @@ Every request's events wait in a bounded queue; the writer takes all that is wai
 (namespace, source, id) key and writes the new events in the same transaction, commits once (one fsync
 for everyone, synchronous=FULL) and only then answers the requests. So an acknowledged event is on disk,
 and a key is never claimed without its event (the claim-before-write loss of OpenMeter #5118 cannot
-happen). The sink reads the same file through its own connection."""
+happen). The sink reads the same file through its own connection.
+
+A full disk is an outage, not damage: a commit that cannot be written rolls back whole and its requests get
+503, and below `min_free_bytes` of free space new requests get 503 before anything is tried, leaving room
+for the sink and the event store's merges. Both clear by themselves once space is freed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -55,6 +60,7 @@ INSERT OR IGNORE INTO sink_state (id, pos) VALUES (1, 0);
 
 _PRUNE_EVERY_S = 600.0
 _PRUNE_CHUNK = 20_000
+_DISK_CHECK_S = 0.5
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -91,9 +97,12 @@ class SQLiteJournal:
         max_queued_events: int = 200_000,
         max_commit_events: int = 20_000,
         max_lag_events: int = 2_000_000,
+        min_free_bytes: int = 0,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._min_free = min_free_bytes
+        self._free_checked = (0.0, 0)  # (monotonic time, free bytes)
         self._window_us = int(dedup_window.total_seconds() * 1_000_000)
         self._max_queued = max_queued_events
         self._max_commit = max_commit_events
@@ -123,6 +132,12 @@ class SQLiteJournal:
             raise UnavailableError("the ingest journal is not accepting writes", retry_after=5)
         if self._last_seq - self._pos > self._max_lag:
             raise UnavailableError("the event store is behind the journal; retry shortly", retry_after=2)
+        if not self.disk_ok():
+            raise UnavailableError(
+                f"the data directory has {self.free_bytes() // 2**20} MiB free, less than "
+                f"storage.min_free_disk_mb ({self._min_free // 2**20} MiB); free some space",
+                retry_after=30,
+            )
         loop = asyncio.get_running_loop()
         pending = _Pending(namespace, events, loop, loop.create_future())
         with self._cond:
@@ -139,8 +154,21 @@ class SQLiteJournal:
     def queued(self) -> int:
         return self._queued_events
 
+    def free_bytes(self) -> int:
+        """Free space for the data directory (measured at most every half second)."""
+        checked, free = self._free_checked
+        now = time.monotonic()
+        if now - checked >= _DISK_CHECK_S:
+            st = os.statvfs(self.path.parent)
+            free = st.f_bavail * st.f_frsize
+            self._free_checked = (now, free)
+        return free
+
+    def disk_ok(self) -> bool:
+        return not self._min_free or self.free_bytes() >= self._min_free
+
     def healthy(self) -> bool:
-        return self._failed is None and self._writer.is_alive()
+        return self._failed is None and self._writer.is_alive() and self.disk_ok()
 
     def close(self) -> None:
         with self._cond:
@@ -181,9 +209,12 @@ class SQLiteJournal:
             results = self._write(batch)
         except sqlite3.Error as exc:
             self.stats.errors += 1
-            log.error("journal write failed: %s", exc)
+            full = getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+            reason = "the data directory's disk is full" if full else str(exc)
+            log.error("journal write failed, %d requests answered 503: %s", len(batch), reason)
+            error = UnavailableError(f"the ingest journal could not write: {reason}", retry_after=30 if full else 5)
             for item in batch:
-                _resolve(item, UnavailableError(f"the ingest journal could not write: {exc}", retry_after=5))
+                _resolve(item, error)
             return
         self.stats.commits += 1
         self.stats.last_commit_s = time.perf_counter() - started
@@ -214,7 +245,7 @@ class SQLiteJournal:
             conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         if rows:
             self._last_seq = rows[-1][0]
@@ -296,9 +327,15 @@ class SQLiteJournal:
             conn.execute("DELETE FROM events WHERE seq <= ?", (batch.last_seq,))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         self._pos = batch.last_seq
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends it by itself after some errors (a full disk)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _resolve(item: _Pending, outcome: AppendResult | BaseException) -> None:
