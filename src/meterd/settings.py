@@ -99,6 +99,12 @@ class IngestSettings(_Section):
         description="Events waiting for the journal's group commit before new requests get 429 + Retry-After.",
     )
     max_commit_events: int = Field(20_000, ge=1, description="Most events written in one journal commit.")
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        description="Ingest requests handled at once (reading, decoding, waiting for the journal); more get 429 + "
+        "Retry-After before their body is read, which bounds the latency of the accepted ones under overload.",
+    )
 
 
 class SinkSettings(_Section):

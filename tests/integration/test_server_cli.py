@@ -91,15 +91,22 @@ async def _flood(url: str, bodies: int) -> list[httpx.Response]:
         return list(await asyncio.gather(*(one(i) for i in range(bodies))))
 
 
-def test_overload_sheds_with_429_and_retry_after(tmp_path: Path) -> None:
-    server = Server(tmp_path / "data", env={"METERD_INGEST__MAX_QUEUED_EVENTS": "100"}).start()
+@pytest.mark.parametrize(
+    ("setting", "limit", "named"),
+    [
+        ("METERD_INGEST__MAX_QUEUED_EVENTS", "100", "ingest queue is full"),
+        ("METERD_INGEST__MAX_CONCURRENT_REQUESTS", "2", "ingest.max_concurrent_requests"),
+    ],
+)
+def test_overload_sheds_with_429_and_retry_after(tmp_path: Path, setting: str, limit: str, named: str) -> None:
+    server = Server(tmp_path / "data", env={setting: limit}).start()
     try:
         responses = asyncio.run(_flood(server.url, 200))
         statuses = {r.status_code for r in responses}
         assert statuses <= {204, 429}, statuses
         shed = [r for r in responses if r.status_code == 429]
         assert shed, "expected some requests to be shed"
-        assert all(int(r.headers["retry-after"]) >= 1 for r in shed)
+        assert all(int(r.headers["retry-after"]) >= 1 and named in r.json()["detail"] for r in shed)
         accepted = sum(100 for r in responses if r.status_code == 204)
         with httpx.Client(base_url=server.url) as api:
             api.post("/api/v1/meters", json={"slug": "flood", "eventType": "flood", "aggregation": "COUNT"})

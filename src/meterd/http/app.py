@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from prometheus_client import Gauge
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Match
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meterd.bootstrap import Services
 from meterd.core.errors import MeterdError
+from meterd.http.admission import IngestGate
 from meterd.http.errors import HANDLERS, on_domain_error, problem
 from meterd.http.metrics import Metrics
 from meterd.http.routes import customers, entitlements, events, meters, notifications, system
@@ -74,7 +76,10 @@ class ObserveMiddleware:
         self._prefix = os.urandom(4).hex()
 
     def _route(self, scope: Scope) -> str:
-        for route in self.router.routes:
+        matched = scope.get("route")  # set by the router once it matched
+        if matched is not None:
+            return str(matched.path)
+        for route in self.router.routes:  # a response sent before routing (401)
             match, _ = route.matches(scope)
             if match is Match.FULL:
                 return str(route.path)
@@ -123,8 +128,12 @@ def create_app(services: Services, *, manage_lifecycle: bool = True) -> Starlett
     ]
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.services = services
+    app.state.ingest_gate = IngestGate(services.settings.ingest.max_concurrent_requests)
     metrics = Metrics(services)
     app.state.registry = metrics.registry
+    Gauge(
+        "meterd_ingest_requests_in_progress", "Ingest requests being handled", registry=metrics.registry
+    ).set_function(lambda: app.state.ingest_gate.active)
     app.state.metrics = metrics
     app.add_middleware(AuthMiddleware, services=services)
     app.add_middleware(ObserveMiddleware, metrics=metrics, router=app.router)

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from meterd.core.errors import PayloadTooLargeError, ProblemCollector, ValidationError
 from meterd.core.timeutil import format_rfc3339, parse_rfc3339, to_us, utcnow
+from meterd.http.admission import IngestGate
 from meterd.http.deps import call, namespace, query_int, query_time, services
 from meterd.http.wire import json_response, read_limited
 from meterd.ingest import events as cloudevents
@@ -43,14 +44,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def ingest(request: Request) -> Response:
     svc = services(request)
-    content_type = cloudevents.media_type(request.headers.get("content-type"))
-    body = await read_body(request, svc.settings.server.max_body_bytes)
-    events = cloudevents.decode(body, content_type)
-    if len(events) > svc.settings.ingest.max_batch_events:
-        raise PayloadTooLargeError(
-            f"batch of {len(events)} events exceeds the limit of {svc.settings.ingest.max_batch_events}"
-        )
-    result = await svc.ingest.append(namespace(request), events)
+    gate: IngestGate = request.app.state.ingest_gate
+    with gate.admit():
+        content_type = cloudevents.media_type(request.headers.get("content-type"))
+        body = await read_body(request, svc.settings.server.max_body_bytes)
+        events = cloudevents.decode(body, content_type)
+        if len(events) > svc.settings.ingest.max_batch_events:
+            raise PayloadTooLargeError(
+                f"batch of {len(events)} events exceeds the limit of {svc.settings.ingest.max_batch_events}"
+            )
+        result = await svc.ingest.append(namespace(request), events)
     counter = request.app.state.metrics.ingested
     counter.labels("stored").inc(result.accepted)
     counter.labels("duplicate").inc(result.duplicates)
