@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from meterd.core.errors import ValidationError
+from meterd.core.errors import Problem, ValidationError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -31,20 +32,44 @@ def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
 
 
+# RFC 3339 section 5.6 date-time: "T" and "Z" in either case, a fraction of any length, an offset of Z or
+# +hh:mm/-hh:mm with hh 00-23 and mm 00-59. Ranges of the date and time fields are left to datetime.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)", re.ASCII
+)
+
+
+def rfc3339_utc(text: str) -> datetime | None:
+    """The UTC instant of an RFC 3339 date-time, or None when `text` is not one or its instant falls outside
+    the years 1-9999. Digits past the microsecond are cut, not rounded: an instant never moves into the next
+    microsecond (or second, or window)."""
+    if _RFC3339.fullmatch(text) is None:
+        return None
+    try:
+        return datetime.fromisoformat(text.upper()).astimezone(UTC)  # fromisoformat cuts at microseconds
+    except (ValueError, OverflowError):  # e.g. February 30th; 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        return None
+
+
 def parse_rfc3339(value: str, field: str) -> datetime:
     """Parse an RFC 3339 timestamp that carries an offset; answer a ValidationError naming `field`."""
-    text = value.strip()
+    moment = rfc3339_utc(value)
+    if moment is None:
+        raise ValidationError(
+            Problem(field, f"invalid RFC 3339 date-time {value!r} (expected e.g. 2026-01-31T12:00:00Z)")
+        )
+    return moment
+
+
+def as_utc(value: datetime, field: str) -> datetime:
+    """A decoded date-time in UTC; a ValidationError naming `field` when it has no offset or its UTC instant
+    is outside the years 1-9999 (0001-01-01T00:00:00+01:00)."""
+    if value.tzinfo is None:
+        raise ValidationError(Problem(field, "must be RFC 3339 with a UTC offset or Z"))
     try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValidationError(_bad(field, value)) from None
-    if dt.tzinfo is None or "T" not in text.upper():
-        raise ValidationError(_bad(field, value))
-    return dt.astimezone(UTC)
-
-
-def _bad(field: str, value: str) -> str:
-    return f"{field}: invalid RFC 3339 date-time {value!r} (expected e.g. 2026-01-31T12:00:00Z)"
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(Problem(field, "out of range: the instant must fall in the years 1-9999 UTC")) from None
 
 
 def floor_minute(dt: datetime) -> datetime:

@@ -41,10 +41,15 @@ class MeterUpdateBody(msgspec.Struct):
     metadata: dict[str, str] | None = None
 
 
+# An RFC 3339 date-time left as text for meterd.core.timeutil.parse_rfc3339: msgspec's datetime rounds digits past
+# the microsecond (GET cuts them) and fails with an OverflowError on 0001-01-01T00:00:00+01:00 later.
+DateTimeText = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+
+
 class MeterQueryBody(msgspec.Struct):
     # `from` is a Python keyword: the field is renamed on the wire.
-    from_: datetime | None = msgspec.field(default=None, name="from")
-    to: datetime | None = None
+    from_: DateTimeText | None = msgspec.field(default=None, name="from")
+    to: DateTimeText | None = None
     windowSize: str | None = None
     windowTimeZone: str | None = None
     subject: list[str] = []

@@ -8,7 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from meterd.core.errors import Problem, ValidationError
+from meterd.core.errors import ValidationError
+from meterd.core.timeutil import as_utc
 from meterd.customers.service import CustomerInput, SubjectInput
 from meterd.http.deps import call, namespace, query_bool, query_int, services
 from meterd.http.wire import (
@@ -91,8 +92,8 @@ async def upsert_subjects(request: Request) -> Response:
     for index, body in enumerate(bodies):  # check every subject before upserting any
         for name in ("currentPeriodStart", "currentPeriodEnd"):
             value = getattr(body, name)
-            if value is not None and value.tzinfo is None:
-                raise ValidationError(Problem(f"[{index}].{name}", "must be RFC 3339 with a UTC offset or Z"))
+            if value is not None:
+                as_utc(value, f"[{index}].{name}")  # no offset, or an instant outside the years 1-9999: a 400
     out = []
     for body in bodies:
         given = {name for name in body.__struct_fields__ if name != "key" and name in _sent(body)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import zlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -23,6 +23,7 @@ from meterd.usage.service import check_filter
 from meterd.usage.store import EventFilter, StoredEvent
 
 MAX_LOOKBACK = timedelta(days=32)
+_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -173,16 +174,17 @@ def _time_filter(value: dict[str, Any], problems: ProblemCollector) -> tuple[Any
         try:
             moment = parse_rfc3339(str(arg), f"filter.time.{op}")
         except ValidationError as exc:
-            problems.add(f"filter.time.{op}", exc.detail)
+            problems.add(f"filter.time.{op}", exc.problems[0].message)
             continue
+        last = moment == _LAST_INSTANT  # one microsecond later is past what datetime holds (and nothing is stored)
         if op == "$gte":
             start = moment
         elif op == "$gt":
-            start = moment + timedelta(microseconds=1)
+            start = moment if last else moment + timedelta(microseconds=1)
         elif op == "$lt":
             end = moment
         elif op == "$lte":
-            end = moment + timedelta(microseconds=1)
+            end = None if last else moment + timedelta(microseconds=1)
         else:
             problems.add(f"filter.time.{op}", "use $gt, $gte, $lt or $lte")
     return start, end

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 from datetime import timedelta
-from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -13,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from meterd.core.errors import ValidationError
-from meterd.core.timeutil import format_rfc3339, utcnow
+from meterd.core.timeutil import format_rfc3339, parse_rfc3339, utcnow
 from meterd.http.deps import call, namespace, query_bool, query_time, services
 from meterd.http.wire import (
     MeterCreateBody,
@@ -100,16 +99,9 @@ def _get_request(request: Request) -> QueryRequest:
 
 
 def _post_request(body: MeterQueryBody) -> QueryRequest:
-    from datetime import UTC
-
-    def utc(value: Any) -> Any:
-        if value is not None and value.tzinfo is None:
-            raise ValidationError("from/to: must carry a UTC offset or Z")
-        return value.astimezone(UTC) if value is not None else None
-
     return QueryRequest(
-        start=utc(body.from_),
-        end=utc(body.to),
+        start=parse_rfc3339(body.from_, "from") if body.from_ is not None else None,
+        end=parse_rfc3339(body.to, "to") if body.to is not None else None,
         window_size=body.windowSize,
         window_time_zone=body.windowTimeZone,
         subjects=body.subject,
