@@ -182,8 +182,8 @@ def test_empty_required_field(api: httpx.Client, field: str) -> None:
         ({"data": "text"}, "$.data", "data must be a JSON object or null"),
         ({"data": 42}, "$.data", "data must be a JSON object or null"),
         ({"time": "2024-01-01T00:00:00"}, "$.time", "time must be RFC 3339 with a UTC offset or Z"),
-        ({"time": "yesterday"}, "$.time", "Invalid RFC3339"),
-        ({"time": 1700000000}, "$.time", "Expected `datetime | null`, got `int`"),
+        ({"time": "yesterday"}, "$.time", "time must be RFC 3339 with a UTC offset or Z, not 'yesterday'"),
+        ({"time": 1700000000}, "$.time", "Expected `str | null`, got `int`"),
         ({"datacontenttype": "text/plain"}, "$.datacontenttype", "only application/json"),
     ],
 )

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
 
 from meterd.core.errors import Problem, UnsupportedMediaError, ValidationError
-from meterd.core.timeutil import now_us, to_us
+from meterd.core.timeutil import now_us, rfc3339_utc, to_us
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
@@ -30,7 +29,7 @@ class CloudEvent(msgspec.Struct, frozen=True):
     specversion: str
     type: NonEmpty
     subject: NonEmpty
-    time: datetime | None = None
+    time: str | None = None  # parsed by _record: msgspec rounds digits past the microsecond, meterd cuts them
     datacontenttype: str | None = None
     dataschema: str | None = None
     data: msgspec.Raw = msgspec.Raw(b"null")
@@ -109,12 +108,15 @@ def _record(event: CloudEvent, index: int | None, default_time: int) -> EventRec
     data = bytes(event.data).strip()
     if data[:1] != b"{" and data != b"null":
         raise ValidationError(Problem(f"{where}.data", "data must be a JSON object or null"))
+    moment = rfc3339_utc(event.time) if event.time is not None else None
     if event.time is None:
         time_us = default_time
-    elif event.time.tzinfo is None:
-        raise ValidationError(Problem(f"{where}.time", "time must be RFC 3339 with a UTC offset or Z"))
+    elif moment is None:
+        raise ValidationError(
+            Problem(f"{where}.time", f"time must be RFC 3339 with a UTC offset or Z, not {event.time[:64]!r}")
+        )
     else:
-        time_us = to_us(event.time)
+        time_us = to_us(moment)
         if not MIN_TIME_US <= time_us < MAX_TIME_US:
             raise ValidationError(
                 Problem(f"{where}.time", "time must be between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z")
