@@ -18,6 +18,7 @@ from meterd.usage.rollup import build_rollup
 from meterd.usage.store import EventReader
 
 MAX_LIST = 100
+_LIKE_OPS = frozenset({"$like", "$nlike", "$ilike", "$nilike"})  # ClickHouse refuses a pattern ending in an escape
 
 
 @dataclass
@@ -71,6 +72,8 @@ def _check_operator(op: str, arg: Any, here: str, problems: ProblemCollector, de
             problems.add(here, "must be true or false")
     elif not isinstance(arg, str):
         problems.add(here, "must be a string")
+    elif op in _LIKE_OPS and (len(arg) - len(arg.rstrip("\\"))) % 2:
+        problems.add(here, "a LIKE pattern cannot end with an unpaired backslash (escape one as \\\\)")
 
 
 class UsageService:
