@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -24,7 +25,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from meterd.core.errors import UnavailableError, ValidationError
+from meterd.core.errors import Problem, UnavailableError, ValidationError
 
 __all__ = ["code_point_order", "guard", "has_nul", "insert_or_skip", "upsert"]
 
@@ -95,8 +96,14 @@ def _nul_anywhere(value: Any) -> bool:
     return False
 
 
-def _too_long(context: DefaultExecutionContext) -> str | None:
-    """The first column value (INSERT/UPDATE) longer than its VARCHAR(n), as a message."""
+def _field(bind: str) -> str:
+    """The request field a bound column value most likely came from: primary_email_1 -> primaryEmail."""
+    head, *rest = re.sub(r"_\d+$", "", bind).split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _too_long(context: DefaultExecutionContext) -> Problem | None:
+    """The first column value (INSERT/UPDATE) longer than its VARCHAR(n), as a problem."""
     compiled = getattr(context, "compiled", None)
     if compiled is None or not (context.isinsert or context.isupdate):
         return None
@@ -108,15 +115,24 @@ def _too_long(context: DefaultExecutionContext) -> str | None:
                 continue
             text = value if isinstance(value, str) else str(value) if isinstance(value, Decimal) else ""
             if len(text) > column_type.length:
-                return f"{name}: at most {column_type.length} characters (got {len(text)})"
+                return Problem(_field(name), f"at most {column_type.length} characters (got {len(text)})")
     return None
+
+
+def _nul_field(context: DefaultExecutionContext) -> str:
+    """The request field of the first bound value with a NUL in it."""
+    for params in getattr(context, "compiled_parameters", None) or ():
+        for name, value in params.items():
+            if _nul_anywhere(value):
+                return _field(name)
+    return ""
 
 
 def _check(
     _conn: Connection, _cursor: Any, _statement: str, parameters: Any, context: DefaultExecutionContext, _many: bool
 ) -> None:
     if _nul_anywhere(parameters):
-        raise ValidationError("text must not contain NUL (U+0000) characters")
+        raise ValidationError(Problem(_nul_field(context), "text must not contain NUL (U+0000) characters"))
     if (problem := _too_long(context)) is not None:
         raise ValidationError(problem)
 

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from meterd.core.errors import ValidationError
+from meterd.core.errors import Problem, ValidationError
 from meterd.core.timeutil import as_utc
 from meterd.customers.service import CustomerInput, SubjectInput
 from meterd.http.deps import call, namespace, query_bool, query_int, services
@@ -90,6 +90,9 @@ async def upsert_subjects(request: Request) -> Response:
     svc = services(request)
     ns = namespace(request)
     for index, body in enumerate(bodies):  # check every subject before upserting any
+        for name in ("key", "displayName", "stripeCustomerId"):  # the store would name the column it looked up
+            if "\x00" in (getattr(body, name) or ""):
+                raise ValidationError(Problem(f"[{index}].{name}", "text must not contain NUL (U+0000) characters"))
         for name in ("currentPeriodStart", "currentPeriodEnd"):
             value = getattr(body, name)
             if value is not None:
