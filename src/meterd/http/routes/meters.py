@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from meterd.core.errors import ValidationError
+from meterd.core.errors import Problem, ValidationError
 from meterd.core.timeutil import format_rfc3339, parse_rfc3339, utcnow
 from meterd.http.deps import call, namespace, query_bool, query_time, services
 from meterd.http.wire import (
@@ -82,9 +82,9 @@ def _get_request(request: Request) -> QueryRequest:
         try:
             advanced = msgspec.json.decode(params["advancedMeterGroupByFilters"])
         except msgspec.DecodeError:
-            raise ValidationError("advancedMeterGroupByFilters: must be a JSON object") from None
+            raise ValidationError(Problem("advancedMeterGroupByFilters", "must be a JSON object")) from None
         if not isinstance(advanced, dict):
-            raise ValidationError("advancedMeterGroupByFilters: must be a JSON object")
+            raise ValidationError(Problem("advancedMeterGroupByFilters", "must be a JSON object"))
     return QueryRequest(
         start=query_time(request, "from"),
         end=query_time(request, "to"),
