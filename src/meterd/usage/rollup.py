@@ -94,6 +94,8 @@ def build_rollup(query: MeterQuery, rollup: Rollup, events_table: str) -> Compil
     """The query answered from the rollup plus raw edges, or None when the raw builder should answer."""
     if not usable(query):
         return None
+    if any(key not in rollup.columns for key in query.filters):
+        return None  # a feature's filter on a group-by the meter has since dropped: the raw builder answers
     if query.start is not None and query.start > _LAST_HOUR:
         return None  # its next whole hour is past what datetime can hold: the raw builder answers
     first_hour = _ceil_hour(query.start) if query.start is not None else None
