@@ -167,6 +167,7 @@ def build_services(settings: Settings, takes_events: bool = True) -> Services:
     entitlement_store = SQLEntitlementStore(engine)
     features = FeatureService(SQLFeatureStore(engine), entitlement_store, meters)
     meters.in_use = features.meter_in_use
+    meters.group_by_in_use = features.group_by_in_use
     customers.in_use = _has_entitlements(entitlement_store)
     entitlements = EntitlementService(
         entitlement_store, SQLGrantStore(engine), SQLResetStore(engine), features, customers, meters.get

@@ -230,6 +230,26 @@ def test_put_validation_and_not_found(api: httpx.Client, unique: Unique) -> None
     assert api.get(f"/api/v1/meters/{slug}").json()["groupBy"] == {}
 
 
+def test_put_keeps_group_bys_features_filter_on(api: httpx.Client, unique: Unique) -> None:
+    """As OpenMeter does: 409 when a PUT drops a group-by an active feature filters on (its usage queries would
+    name a column the meter no longer has); other group-bys may go, and archived features do not count."""
+    slug, feature = unique("put_used"), unique("put_used_feature")
+    group_by = {"model": "$.model", "region": "$.region", "tier": "$.tier"}
+    create_meter(api, **sum_meter(slug, unique("t"), groupBy=group_by))
+    filters = {"meterGroupByFilters": {"model": "gpt"}, "advancedMeterGroupByFilters": {"region": {"$eq": "eu"}}}
+    body = {"key": feature, "name": feature, "meterSlug": slug, **filters}
+    assert api.post("/api/v1/features", json=body).status_code == 201
+    dropped = assert_problem(api.put(f"/api/v1/meters/{slug}", json={"groupBy": {}}), 409, detail=feature)
+    assert "group-by model, region cannot be dropped" in dropped["detail"]
+    assert_problem(api.put(f"/api/v1/meters/{slug}", json={"groupBy": {"model": "$.model"}}), 409, detail="region")
+    kept = {"model": "$.m", "region": "$.r"}  # a new path for a kept key is allowed
+    response = api.put(f"/api/v1/meters/{slug}", json={"groupBy": kept})
+    assert response.status_code == 200, response.text
+    assert response.json()["groupBy"] == kept
+    assert api.delete(f"/api/v1/features/{feature}").status_code == 204
+    assert api.put(f"/api/v1/meters/{slug}", json={}).status_code == 200
+
+
 # -- delete ----------------------------------------------------------------------------------------
 
 

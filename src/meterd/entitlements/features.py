@@ -105,3 +105,17 @@ class FeatureService:
         if not used:
             return None
         return "features use it: " + ", ".join(sorted(f.key for f in used)[:10])
+
+    def group_by_in_use(self, meter: Meter, keys: set[str]) -> str | None:
+        """Why these group-bys cannot be dropped from the meter: active features filter on them."""
+        used: set[str] = set()
+        users = []
+        for feature in self._store.active_for_meter(meter.namespace, meter.slug):
+            hit = keys & {*(feature.meter_group_by_filters or {}), *(feature.advanced_filters or {})}
+            if hit:
+                used |= hit
+                users.append(feature.key)
+        if not users:
+            return None
+        names = ", ".join(sorted(users)[:10])
+        return f"group-by {', '.join(sorted(used))} cannot be dropped: features filter on it: {names}"

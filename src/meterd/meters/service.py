@@ -59,6 +59,8 @@ class MeterService:
         self._listener = listener
         # Why a meter cannot be deleted now (e.g. features use it), or None; set by bootstrap.
         self.in_use: Callable[[Meter], str | None] | None = None
+        # Why these group-bys cannot be dropped from the meter (features filter on them), or None; set by bootstrap.
+        self.group_by_in_use: Callable[[Meter, set[str]], str | None] | None = None
         self.changed: list[Callable[[Meter], None]] = []  # after an update or delete (balances recompute)
         self._cache: dict[tuple[str, str], Meter] = {}
         self._lock = threading.Lock()
@@ -133,6 +135,10 @@ class MeterService:
         group_by = data.group_by if data.group_by is not None else {}
         self._check_group_by(group_by, meter.value_property, problems)
         problems.raise_if_any()
+        dropped = set(meter.group_by) - set(group_by)
+        reason = self.group_by_in_use(meter, dropped) if dropped and self.group_by_in_use is not None else None
+        if reason is not None:
+            raise ConflictError(f"meter {meter.slug}: {reason}")
         updated = replace(
             meter,
             name=data.name or meter.slug,
