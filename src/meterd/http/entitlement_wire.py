@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
 
 from meterd.core.errors import Problem, ValidationError
-from meterd.core.timeutil import from_us
+from meterd.core.timeutil import as_utc, from_us, rfc3339_utc
 from meterd.credit.engine import Segment
 from meterd.credit.periods import Interval
 from meterd.customers.model import Customer
@@ -94,9 +94,7 @@ def _aware(value: datetime | None, field: str) -> datetime | None:
     """A time with an offset, as UTC (the credit engine and the stores work in UTC)."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise ValidationError(Problem(field, "must be RFC 3339 with a UTC offset or Z"))
-    return in_range(value.astimezone(UTC), field)
+    return in_range(as_utc(value, field), field)  # as_utc: a 400 for no offset, or year 0 in UTC
 
 
 def grant_input(body: GrantBody, where: str = "") -> GrantInput:
@@ -122,15 +120,12 @@ def entitlement_input(body: EntitlementBody, v2: bool) -> EntitlementInput:
         raise ValidationError(Problem("isUnlimited", "unlimited entitlements are not supported; use isSoftLimit"))
     measure: str | datetime | None = body.measureUsageFrom
     if measure is not None and measure not in ("CURRENT_PERIOD_START", "NOW"):
-        try:
-            parsed = datetime.fromisoformat(str(measure))
-        except ValueError:
-            parsed = None
-        if parsed is None or parsed.tzinfo is None:
+        parsed = rfc3339_utc(str(measure))  # None also for 0001-01-01T00:00:00+01:00 (year 0 in UTC)
+        if parsed is None:
             raise ValidationError(
                 Problem("measureUsageFrom", "must be CURRENT_PERIOD_START, NOW or an RFC 3339 time with an offset")
             )
-        measure = in_range(parsed.astimezone(UTC), "measureUsageFrom")
+        measure = in_range(parsed, "measureUsageFrom")
     issue_amount, issue_priority = body.issueAfterReset, body.issueAfterResetPriority
     if body.issue is not None:
         issue_amount, issue_priority = body.issue.amount, body.issue.priority or issue_priority
