@@ -1,29 +1,33 @@
-"""The reliability report: crash rounds, overload, fuzzing. Prints a table and writes docs/reliability.md.
+"""The reliability report: crash rounds, overload, a soak, fuzzing. Prints a table and writes docs/reliability.md.
 
     make reliability
-    .venv/bin/python -m bench.reliability --rounds 10 --overload-seconds 60 --fuzz-examples 50
+    .venv/bin/python -m bench.reliability --rounds 20 --overload-seconds 60 --soak-seconds 600 --fuzz-examples 50
 
-1. crash: clients ingest batches with retries that reuse event ids while the server is SIGKILLed at random
-   moments (`--rounds` times) and restarted; at the end every acknowledged event must be counted once.
-2. overload: `--connections` keep-alive connections send batches as fast as they can for `--overload-seconds`:
-   what was accepted, what was shed (429/503 with Retry-After), the latency of accepted requests, the
-   server's peak RSS, how soon one request is accepted again, and whether the count is exact.
-3. fuzz: schemathesis against the OpenAPI document, `--fuzz-examples` per operation: cases and 5xx failures.
+1. crash: 4 clients keep ingesting (retrying with the same ids, resending some acknowledged batches) while the
+   server is SIGKILLed `--rounds` times: mid-ingest, during a new meter's backfill, or twice in a row (the
+   second during start-up recovery). At the end every meter counts every acknowledged event exactly once.
+2. overload: `--connections` keep-alive connections send batches back to back for `--overload-seconds`,
+   honouring Retry-After when shed: accepted and shed requests, latency of accepted requests, peak RSS,
+   how soon a request is accepted again, and whether the count is exact.
+3. soak: an open-loop load at half the overload's accepted rate for `--soak-seconds`: RSS over time, the
+   largest journal depth and sink lag, latency, and an exact count.
+4. fuzz: schemathesis against the OpenAPI document, `--fuzz-examples` per operation: cases and failures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -34,7 +38,9 @@ import meterd
 from bench.query import RssWatch
 from bench.wire import request
 from tests.conftest import Server, event, wait_for
-from tests.integration.test_durability import BATCH, Clients
+from tests.integration.test_fuzz_openapi import CHECKS
+from tests.integration.test_fuzz_openapi import config as fuzz_config
+from tests.integration.test_fuzz_openapi import seed as seed_resources
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 
@@ -44,80 +50,173 @@ def _count(api: httpx.Client, slug: str) -> int:
     return int(sum(r["value"] for r in rows))
 
 
-def crash(rounds: int, batches: int, seed: int) -> dict[str, object]:
+class _Load:
+    """Clients that keep ingesting until stopped: each batch is retried with the same ids until it gets a 204,
+    and every fifth acknowledged batch is sent once more (a duplicate that must not count)."""
+
+    def __init__(self, etype: str, threads: int, seed: int) -> None:
+        self.etype, self.url = etype, ""
+        self.acked = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.rngs = [random.Random(seed * 1000 + n) for n in range(threads)]
+        self.threads = [threading.Thread(target=self._work, args=(n,), daemon=True) for n in range(threads)]
+
+    def _send(self, client: httpx.Client, batch: list[dict[str, object]]) -> None:
+        while True:
+            try:
+                if client.post(f"{self.url}/api/v1/events", json=batch, timeout=10).status_code == 204:
+                    return
+            except httpx.HTTPError:
+                pass  # the server is down: retry the same batch
+            time.sleep(0.05)
+
+    def _work(self, n: int) -> None:
+        rng = self.rngs[n]
+        with httpx.Client() as client:
+            while not self.stop.is_set():
+                batch = [event(uuid.uuid4().hex, type_=self.etype, subject=f"c{rng.randrange(7)}") for _ in range(50)]
+                self._send(client, batch)
+                with self.lock:
+                    self.acked += len(batch)
+                if rng.random() < 0.2:
+                    self._send(client, batch)
+
+    def start(self, url: str) -> None:
+        self.url = url
+        for thread in self.threads:
+            thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+
+def _spawn(server: Server) -> None:
+    """Start the server without waiting until it is ready (to kill it during its start-up recovery)."""
+    assert server.log_path is not None
+    log = server.log_path.open("ab")
+    cmd = [sys.executable, "-m", "meterd.cli.main", *server.command()]
+    server.process = subprocess.Popen(cmd, env={**os.environ, "METERD_LOG_LEVEL": "warning"}, stdout=log, stderr=log)
+
+
+def crash(rounds: int, seed: int) -> dict[str, object]:
+    """SIGKILL rounds under continuous load, each at one of three awkward moments: mid-ingest (requests in
+    flight, a group commit or a sink flush under way), right after a meter is created (its rollup backfill
+    running), and during start-up recovery (a second kill while the restarted server moves its backlog)."""
     rng = random.Random(seed)
-    etype, slug = f"crash_{uuid.uuid4().hex[:6]}", "crash_count"
+    etype = f"crash_{uuid.uuid4().hex[:6]}"
+    slugs = ["crash_count"]
+    kinds = {"ingest": 0, "backfill": 0, "recovery": 0}
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp) / "data").start()
+        load = _Load(etype, threads=4, seed=seed)
         try:
-            with httpx.Client(base_url=server.url) as api:
-                api.post("/api/v1/meters", json={"slug": slug, "eventType": etype, "aggregation": "COUNT"})
-            clients = Clients(etype, batches=batches, threads=4)
-            clients.start(server.url)
+            with httpx.Client(base_url=server.url, timeout=30) as api:
+                api.post("/api/v1/meters", json={"slug": slugs[0], "eventType": etype, "aggregation": "COUNT"})
+            load.start(server.url)
             for n in range(rounds):
-                start = clients.acked
-                wait_for(lambda s=start: clients.acked >= s + rng.randint(1, 40) * BATCH or not clients.queue, 60)
-                time.sleep(rng.random() * 0.2)  # a random moment: mid-request, mid-commit, mid-flush
-                acked = clients.acked
+                time.sleep(0.5 + rng.random() * 2.0)  # load flows, then a random moment
+                kind = rng.choice(list(kinds))
+                kinds[kind] += 1
+                if kind == "backfill":
+                    slug = f"crash_bf_{n}"
+                    with httpx.Client(base_url=server.url, timeout=30) as api:
+                        meter = {"slug": slug, "eventType": etype, "aggregation": "COUNT"}
+                        assert api.post("/api/v1/meters", json=meter).status_code == 201
+                    slugs.append(slug)
+                    time.sleep(rng.random() * 0.3)
+                acked = load.acked
                 server.kill()
+                if kind == "recovery":
+                    _spawn(server)
+                    time.sleep(0.3 + rng.random() * 1.5)
+                    server.kill()
                 server.start()
-                with httpx.Client(base_url=server.url) as api:
-                    wait_for(lambda a=acked: _count(api, slug) >= a, timeout=60)
-                print(f"  crash round {n + 1}/{rounds}: {acked:,} acknowledged so far, all present after restart")
-            clients.join(timeout=600)
-            acknowledged = clients.acked
-            with httpx.Client(base_url=server.url) as api:
-                wait_for(lambda: _count(api, slug) >= acknowledged, timeout=60)
-                time.sleep(1.0)  # anything extra (a double count) arrives too
-                counted = _count(api, slug)
+                with httpx.Client(base_url=server.url, timeout=30) as api:
+                    wait_for(lambda a=acked: _count(api, slugs[0]) >= a, timeout=120)
+                print(f"  crash round {n + 1}/{rounds} ({kind}): {acked:,} acknowledged so far, all present")
+            load.finish()
+            acknowledged = load.acked
+            with httpx.Client(base_url=server.url, timeout=30) as api:
+                wait_for(lambda: _count(api, slugs[0]) >= acknowledged, timeout=120)
+                time.sleep(2.0)  # anything extra (a double count, a late rollup) arrives too
+                counts = {slug: _count(api, slug) for slug in slugs}
         finally:
+            load.stop.set()
             server.stop()
+    off = [abs(c - acknowledged) for c in counts.values()]
     return {
         "rounds": rounds,
+        "kills": kinds,
+        "meters": len(slugs),
         "acknowledged": acknowledged,
-        "counted": counted,
-        "lost": max(0, acknowledged - counted),
-        "duplicated": max(0, counted - acknowledged),
-        "unsent": len(clients.queue) * BATCH,
+        "counted": counts[slugs[0]],
+        "lost": sum(max(0, acknowledged - c) for c in counts.values()),
+        "duplicated": sum(max(0, c - acknowledged) for c in counts.values()),
+        "meters_exact": sum(1 for d in off if d == 0),
+        "seconds": round(time.perf_counter() - started),
     }
 
 
+_EVENT = (
+    '{"specversion":"1.0","id":"%s-%d","source":"load","type":"%s","subject":"c%d",'
+    '"time":"2026-01-01T00:00:00Z","data":{"n":1}}'
+)
+
+
+def _body(prefix: str, etype: str, size: int) -> bytes:
+    return ("[" + ",".join(_EVENT % (prefix, j, etype, j % 7) for j in range(size)) + "]").encode()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, str | None]:
+    status = int((await reader.readline()).split()[1])
+    length, retry = 0, None
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+        elif name.lower() == "retry-after":
+            retry = value.strip()
+    if length:
+        await reader.readexactly(length)
+    return status, retry
+
+
 async def _flood(port: int, seconds: float, connections: int, batch: int) -> dict[str, object]:
+    """Every connection sends batches back to back; a shed one waits what Retry-After says (plus jitter),
+    as a well-behaved client does, then sends a new batch."""
     statuses: dict[int, int] = {}
     accepted_latency: list[float] = []
     retry_after_ok = True
     until = time.perf_counter() + seconds
+    run = uuid.uuid4().hex[:8]
 
-    async def one() -> None:
+    async def one(conn: int) -> None:
         nonlocal retry_after_ok
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sent = 0
         while time.perf_counter() < until:
-            body = json.dumps([event(uuid.uuid4().hex, type_="flood", data={"n": 1}) for _ in range(batch)]).encode()
-            message = request(port, body, "application/cloudevents-batch+json")
+            sent += 1
+            message = request(port, _body(f"{run}-{conn}-{sent}", "flood", batch), "application/cloudevents-batch+json")
             started = time.perf_counter()
             writer.write(message)
-            status = int((await reader.readline()).split()[1])
-            length, retry = 0, None
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-                elif name.lower() == "retry-after":
-                    retry = value.strip()
-            if length:
-                await reader.readexactly(length)
+            status, retry = await _read_response(reader)
             statuses[status] = statuses.get(status, 0) + 1
             if status == 204:
                 accepted_latency.append(time.perf_counter() - started)
             elif status in (429, 503):
                 retry_after_ok = retry_after_ok and retry is not None and int(retry) >= 1
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(int(retry or 1) * (1 + random.random() * 0.5))
         writer.close()
 
-    await asyncio.gather(*(one() for _ in range(connections)))
+    await asyncio.gather(*(one(n) for n in range(connections)))
     accepted_latency.sort()
     p99 = accepted_latency[int(0.99 * (len(accepted_latency) - 1))] * 1000 if accepted_latency else 0.0
-    return {"statuses": statuses, "p99_accepted_ms": round(p99, 1), "retry_after_ok": retry_after_ok}
+    p50 = accepted_latency[len(accepted_latency) // 2] * 1000 if accepted_latency else 0.0
+    return {"statuses": statuses, "p50": round(p50, 1), "p99": round(p99, 1), "retry_after_ok": retry_after_ok}
 
 
 def overload(seconds: float, connections: int, batch: int) -> dict[str, object]:
@@ -152,7 +251,8 @@ def overload(seconds: float, connections: int, batch: int) -> dict[str, object]:
         "accepted_events_per_s": round(accepted / seconds),
         "shed_ratio": round(shed / offered, 3) if offered else 0.0,
         "other_statuses": {k: v for k, v in statuses.items() if k not in (204, 429, 503)},
-        "p99_accepted_ms": result["p99_accepted_ms"],
+        "p50_accepted_ms": result["p50"],
+        "p99_accepted_ms": result["p99"],
         "retry_after_on_every_shed": result["retry_after_ok"],
         "peak_rss_mib": round(watch.peak_kib / 1024),
         "recovered_s": round(recovered, 2),
@@ -161,21 +261,119 @@ def overload(seconds: float, connections: int, batch: int) -> dict[str, object]:
     }
 
 
+def _gauge(text: str, name: str) -> float:
+    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def _rss_mib(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+
+async def _paced(port: int, seconds: float, rate: float, batch: int, connections: int) -> dict[str, object]:
+    """An open-loop load: `rate` events/s in batches, spread over `connections`, each send on its schedule."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    interval = batch * connections / rate
+    begin = time.perf_counter()
+    run = uuid.uuid4().hex[:8]
+
+    async def one(conn: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        n = 0
+        while (due := begin + conn * interval / connections + n * interval) < begin + seconds:
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            n += 1
+            started = time.perf_counter()
+            writer.write(request(port, _body(f"{run}-{conn}-{n}", "soak", batch), "application/cloudevents-batch+json"))
+            status, _ = await _read_response(reader)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 204:
+                latencies.append(time.perf_counter() - started)
+        writer.close()
+
+    await asyncio.gather(*(one(n) for n in range(connections)))
+    latencies.sort()
+    return {"statuses": statuses, "p99": latencies[int(0.99 * (len(latencies) - 1))] * 1000 if latencies else 0.0}
+
+
+def soak(seconds: float, rate: float, batch: int = 100) -> dict[str, object]:
+    """`rate` events/s for `seconds`, sampling the server's RSS, journal depth and sink lag every 5 s."""
+    samples: list[tuple[float, float, float, float]] = []  # (t, rss MiB, journal depth, sink lag s)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(Path(tmp) / "data").start()
+        assert server.process is not None
+        pid = server.process.pid
+        stop = threading.Event()
+
+        def sample() -> None:
+            began = time.perf_counter()
+            with httpx.Client(base_url=server.url, timeout=10) as api:
+                while not stop.wait(5.0):
+                    text = api.get("/metrics").text
+                    depth = _gauge(text, "meterd_journal_depth_events")
+                    lag = _gauge(text, "meterd_sink_lag_seconds")
+                    samples.append((time.perf_counter() - began, _rss_mib(pid), depth, lag))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as api:
+                api.post("/api/v1/meters", json={"slug": "soak", "eventType": "soak", "aggregation": "COUNT"})
+            sampler.start()
+            result = asyncio.run(_paced(server.port, seconds, rate, batch, connections=8))
+            stop.set()
+            sampler.join()
+            statuses: dict[int, int] = result["statuses"]  # type: ignore[assignment]
+            accepted = statuses.get(204, 0) * batch
+            with httpx.Client(base_url=server.url, timeout=60) as api:
+                wait_for(lambda: _count(api, "soak") >= accepted, timeout=300)
+                time.sleep(1.0)
+                counted = _count(api, "soak")
+        finally:
+            stop.set()
+            server.stop()
+    minute = [s for s in samples if 60 <= s[0] < 120] or samples[:12]
+    last = [s for s in samples if s[0] >= samples[-1][0] - 60]
+    median = statistics.median
+    return {
+        "seconds": seconds,
+        "rate": rate,
+        "requests": sum(statuses.values()),
+        "other_statuses": {k: v for k, v in statuses.items() if k != 204},
+        "p99_ms": round(float(result["p99"]), 1),  # type: ignore[arg-type]
+        "rss_second_minute_mib": round(median(s[1] for s in minute)),
+        "rss_last_minute_mib": round(median(s[1] for s in last)),
+        "rss_max_mib": round(max(s[1] for s in samples)),
+        "max_journal_depth": round(max(s[2] for s in samples)),
+        "max_sink_lag_s": round(max(s[3] for s in samples), 2),
+        "accepted_events": accepted,
+        "counted": counted,
+    }
+
+
 def fuzz(examples: int) -> dict[str, object]:
+    """The CI fuzz test's run with more examples: one of everything seeded first, then every operation with
+    the same checks (no 5xx, every response and content type as the document says)."""
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st is not None, "schemathesis is a test dependency: pip install -e '.[test]'"
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp) / "data").start()
         try:
+            with httpx.Client(base_url=server.url, timeout=30) as api:
+                settings = Path(tmp) / "schemathesis.toml"
+                settings.write_text(fuzz_config(seed_resources(api)))
             done = subprocess.run(
                 [
-                    *(st, "run", f"{server.url}/api/v1/openapi.json", "--checks", "not_a_server_error"),
-                    *("--max-examples", str(examples), "--workers", "2", "--no-color", "--seed", "7"),
+                    *(st, "--config-file", str(settings), "run", f"{server.url}/api/v1/openapi.json"),
+                    *("--checks", CHECKS, "--max-examples", str(examples), "--workers", "1"),
+                    *("--no-color", "--seed", "7"),
                 ],
                 capture_output=True,
                 text=True,
                 timeout=3600,
                 check=False,
+                cwd=tmp,
             )
         finally:
             server.stop()
@@ -201,11 +399,18 @@ def _machine() -> str:
     )
 
 
-def report(args: argparse.Namespace, c: dict[str, object], o: dict[str, object], f: dict[str, object]) -> str:
+def report(args: argparse.Namespace, r: dict[str, dict[str, object]]) -> str:
+    c, o, k, f = r["crash"], r["overload"], r["soak"], r["fuzz"]
+    kinds = c["kills"]
+    assert isinstance(kinds, dict)
     rows = [
-        ("crash rounds survived (SIGKILL at random moments, 4 clients retrying with the same ids)", c["rounds"]),
+        (
+            "crash rounds survived (SIGKILL under load from 4 clients retrying with the same ids)",
+            f"{c['rounds']} ({kinds['ingest']} mid-ingest, {kinds['backfill']} during a new meter's backfill, "
+            f"{kinds['recovery']} during start-up recovery)",
+        ),
         ("events acknowledged", f"{c['acknowledged']:,}"),
-        ("events lost / duplicated", f"{c['lost']} / {c['duplicated']}"),
+        (f"events lost / duplicated (over {c['meters']} meters)", f"{c['lost']} / {c['duplicated']}"),
         (
             f"overload: {o['connections']} connections x batches of {args.batch} for {o['seconds']:.0f} s",
             f"{o['requests']:,} requests",
@@ -213,16 +418,26 @@ def report(args: argparse.Namespace, c: dict[str, object], o: dict[str, object],
         ("accepted (durable) events/s", f"{o['accepted_events_per_s']:,}"),
         ("shed ratio (429/503, each with Retry-After)", f"{o['shed_ratio']} ({o['retry_after_on_every_shed']})"),
         ("other statuses", o["other_statuses"] or "none"),
-        ("p99 latency of accepted requests", f"{o['p99_accepted_ms']} ms"),
+        ("p50 / p99 latency of accepted requests", f"{o['p50_accepted_ms']} / {o['p99_accepted_ms']} ms"),
         ("server peak RSS under overload", f"{o['peak_rss_mib']} MiB"),
         ("first request accepted after the flood", f"{o['recovered_s']} s"),
         ("accepted vs counted after overload", f"{o['accepted_events']:,} / {o['counted']:,}"),
+        (
+            f"soak: {k['rate']:,.0f} events/s (about half of capacity) for {k['seconds']:.0f} s",
+            f"{k['requests']:,} requests, other statuses: {k['other_statuses'] or 'none'}, p99 {k['p99_ms']} ms",
+        ),
+        (
+            "soak: server RSS, 2nd minute / last minute / max",
+            f"{k['rss_second_minute_mib']} / {k['rss_last_minute_mib']} / {k['rss_max_mib']} MiB",
+        ),
+        ("soak: largest journal depth / sink lag", f"{k['max_journal_depth']:,} events / {k['max_sink_lag_s']} s"),
+        ("soak: accepted vs counted", f"{k['accepted_events']:,} / {k['counted']:,}"),
         ("fuzz: operations / cases (schemathesis)", f"{f['operations']} / {f['cases']:,}"),
-        ("fuzz failures (5xx)", f["failures"]),
+        ("fuzz failures (5xx, or a response or content type the document does not allow)", f["failures"]),
     ]
     command = (
         f".venv/bin/python -m bench.reliability --rounds {args.rounds} --overload-seconds {args.overload_seconds:g} "
-        f"--connections {args.connections} --fuzz-examples {args.fuzz_examples}"
+        f"--connections {args.connections} --soak-seconds {args.soak_seconds:g} --fuzz-examples {args.fuzz_examples}"
     )
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return (
@@ -234,30 +449,38 @@ def report(args: argparse.Namespace, c: dict[str, object], o: dict[str, object],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=10, help="SIGKILLs during concurrent ingest")
-    parser.add_argument("--batches", type=int, default=400, help=f"batches of {BATCH} events the crash clients send")
+    parser.add_argument("--rounds", type=int, default=20, help="SIGKILLs under concurrent ingest")
     parser.add_argument("--overload-seconds", type=float, default=60)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=256, help="connections sending back to back")
     parser.add_argument("--batch", type=int, default=200, help="events per request under overload")
+    parser.add_argument("--soak-seconds", type=float, default=600, help="the soak's length")
+    parser.add_argument("--soak-rate", type=float, default=0, help="soak events/s (default: half the overload's)")
     parser.add_argument("--fuzz-examples", type=int, default=50, help="schemathesis examples per operation")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/reliability.md alone")
     args = parser.parse_args()
+    results: dict[str, dict[str, object]] = {}
     print("crash suite...")
-    c = crash(args.rounds, args.batches, args.seed)
-    print(f"  {c}")
+    results["crash"] = crash(args.rounds, args.seed)
+    print(f"  {results['crash']}")
     print("overload suite...")
-    o = overload(args.overload_seconds, args.connections, args.batch)
+    results["overload"] = o = overload(args.overload_seconds, args.connections, args.batch)
     print(f"  {o}")
+    rate = args.soak_rate or float(o["accepted_events_per_s"]) / 2  # type: ignore[arg-type]
+    print(f"soak at {rate:,.0f} events/s for {args.soak_seconds:g} s...")
+    results["soak"] = soak(args.soak_seconds, rate)
+    print(f"  {results['soak']}")
     print("fuzzing...")
-    f = fuzz(args.fuzz_examples)
+    results["fuzz"] = f = fuzz(args.fuzz_examples)
     print(f"  {f}")
-    text = report(args, c, o, f)
+    text = report(args, results)
     print(text)
     if not args.no_write:
         DOC.write_text(text)
-    ok = c["lost"] == 0 and c["duplicated"] == 0 and o["accepted_events"] == o["counted"] and f["failures"] == 0
-    sys.exit(0 if ok and not o["other_statuses"] else 1)
+    c, k = results["crash"], results["soak"]
+    exact = c["lost"] == c["duplicated"] == 0 and o["accepted_events"] == o["counted"]
+    exact = exact and k["accepted_events"] == k["counted"]
+    sys.exit(0 if exact and f["failures"] == 0 and not o["other_statuses"] and not k["other_statuses"] else 1)
 
 
 if __name__ == "__main__":
