@@ -4,6 +4,8 @@ back below what the event store holds."""
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import timedelta
 
 import psycopg
@@ -80,3 +82,28 @@ def test_pruning_keeps_plans_as_long_as_claims(postgres: Databases) -> None:
     assert ledger.prune(timedelta(days=1)) == 2
     with psycopg.connect(conninfo(url)) as conn:
         assert conn.execute("SELECT count(*) FROM sink_batches").fetchone() == (0,)
+
+
+def test_a_claim_stays_fast_after_the_claims_table_grew_under_a_warm_connection(postgres: Databases) -> None:
+    """A sink's first batches meet a small claims table; later ones a large one. A prepared claim statement
+    kept the generic plan made early (a scan of the partition's claims per message): a 10,000-message claim
+    took a minute instead of a fraction of a second until the next ANALYZE, and every sink waited behind it.
+    Autovacuum is off on the table so no ANALYZE rescues the plan by chance."""
+    warm, url = _ledger(postgres)
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute("ALTER TABLE dedup_claims SET (autovacuum_enabled = false)")
+
+    def batch(ledger: SinkLedger, part: int, first: int, size: int) -> float:
+        started = time.perf_counter()
+        plan = ledger.plan(part, [(first + i, os.urandom(16)) for i in range(size)])
+        assert plan is not None and len(plan.winners) == size
+        ledger.stored(plan)
+        return time.perf_counter() - started
+
+    for k in range(15):  # a sink's first batches, on a small table
+        batch(warm, 0, k * 100, 100)
+    other = SinkLedger(url, "t.events")
+    for k in range(20):  # the table grows to 200,000 claims
+        batch(other, k % 4, 10**6 + k * 10_000, 10_000)
+    fresh = batch(SinkLedger(url, "t.events"), 1, 10**8, 10_000)
+    assert batch(warm, 0, 10_000, 10_000) < max(10.0, 20 * fresh)

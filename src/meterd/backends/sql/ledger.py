@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 WRITE_LOCK = 0x6D65_7465_7264  # "meterd": the advisory lock id shared by sinks and rollup builds
 
 
+def connect(info: str) -> psycopg.Connection:
+    """An autocommit connection that never prepares statements. A prepared claim statement gets a generic plan
+    once it has run 5 times; made while `dedup_claims` was small, that plan scanned the partition's claims once
+    per message, and a 10,000-message claim took 60 s instead of 0.2 s until the next ANALYZE, stalling every
+    sink behind it (bench/reliability_cluster.py found it). Unprepared, each claim is planned for its table."""
+    return psycopg.connect(info, autocommit=True, prepare_threshold=None)
+
+
 def conninfo(url: str) -> str:
     """A libpq connection string from a SQLAlchemy URL (postgresql+psycopg://...)."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -71,7 +79,7 @@ class SinkLedger:
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+            self._conn = connect(self._conninfo)
             self._locked = False  # a new session holds no lock
         return self._conn
 
@@ -120,7 +128,10 @@ class SinkLedger:
             batch = [m for m in messages if m[0] <= last_offset]
             winners = frozenset() if stored else self._claim(conn, part, batch)
             return Plan(part, first, last_offset, first_seq + (first - first_offset), last_seq, stored, winners)
+        winners = self._claim(conn, part, messages)
         count = len(messages)
+        # the one sequence row is taken last: its lock, which every other sink's plan waits for, is held only
+        # until this transaction's commit, not through the claim
         (first_seq,) = conn.execute(
             "UPDATE sink_sequence SET next = next + %s WHERE id = 1 RETURNING next - %s", (count, count)
         ).fetchone() or (None,)
@@ -132,7 +143,7 @@ class SinkLedger:
             " VALUES (%s, %s, %s, %s, %s, %s, false, now())",
             (self._topic, part, first, last, first_seq, first_seq + count - 1),
         )
-        return Plan(part, first, last, first_seq, first_seq + count - 1, False, self._claim(conn, part, messages))
+        return Plan(part, first, last, first_seq, first_seq + count - 1, False, winners)
 
     def _claim(self, conn: psycopg.Connection, part: int, messages: Sequence[tuple[int, bytes]]) -> frozenset[int]:
         """Claim each key for its first message here; return the offsets whose message owns its key."""
@@ -209,7 +220,7 @@ class StoredWatermark:
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self._conninfo, autocommit=True)
+                    self._conn = connect(self._conninfo)
                 row = self._conn.execute(
                     "SELECT coalesce((SELECT min(first_seq) - 1 FROM sink_batches WHERE NOT stored), "
                     "(SELECT next - 1 FROM sink_sequence WHERE id = 1), 0)"
@@ -256,7 +267,7 @@ class RollupWriteLock:
 
     def _acquire(self) -> psycopg.Connection:
         deadline = time.monotonic() + self._timeout
-        conn = psycopg.connect(self._conninfo, autocommit=True)
+        conn = connect(self._conninfo)
         while True:
             conn.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
             row = conn.execute("SELECT count(*) FROM sink_batches WHERE NOT stored").fetchone()
