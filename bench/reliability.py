@@ -1,7 +1,8 @@
 """The reliability report: crash rounds, overload, a soak, fuzzing. Prints a table and writes docs/reliability.md.
 
     make reliability
-    .venv/bin/python -m bench.reliability --rounds 20 --overload-seconds 60 --soak-seconds 600 --fuzz-examples 50
+    .venv/bin/python -m bench.reliability --rounds 20 --overload-seconds 60 --soak-seconds 600 \
+        --cluster-rounds 10 --fuzz-examples 50
 
 1. crash: 4 clients keep ingesting (retrying with the same ids, resending some acknowledged batches) while the
    server is SIGKILLed `--rounds` times: mid-ingest, during a new meter's backfill, or twice in a row (the
@@ -11,7 +12,9 @@
    how soon a request is accepted again, and whether the count is exact.
 3. soak: an open-loop load at half the overload's accepted rate for `--soak-seconds`: RSS over time, the
    largest journal depth and sink lag, latency, and an exact count.
-4. fuzz: schemathesis against the OpenAPI document, `--fuzz-examples` per operation: cases and failures.
+4. cluster: `bench/reliability_cluster.py`, `--cluster-rounds` faults (API node, sink, broker, PostgreSQL,
+   ClickHouse) under load on a local cluster, then an exact count on every node.
+5. fuzz: schemathesis against the OpenAPI document, `--fuzz-examples` per operation: cases and failures.
 """
 
 from __future__ import annotations
@@ -399,6 +402,31 @@ def _machine() -> str:
     )
 
 
+def _cluster_rows(x: dict[str, object] | None) -> list[tuple[str, object]]:
+    if x is None:
+        return []
+    kills = x["kills"]
+    assert isinstance(kills, dict)
+    slowest = x["slowest_recovery_s"]
+    assert isinstance(slowest, dict)
+    faults = ", ".join(f"{n} {kind}" for kind, n in sorted(kills.items()))
+    return [
+        (
+            "cluster: fault rounds survived (2 API nodes, 2 sinks, Kafka, PostgreSQL, ClickHouse HTTP)",
+            f"{x['rounds']} ({faults}; SIGKILL, broker also restarted gracefully)",
+        ),
+        ("cluster: events acknowledged", f"{x['acknowledged']:,} (plus {x['resent_events']:,} resent after a 204)"),
+        (
+            "cluster: events lost / duplicated (each node; stored rows missing / extra)",
+            f"{x['lost']} / {x['duplicated']} ({x['stored_missing']} / {x['stored_extra']})",
+        ),
+        (
+            "cluster: slowest recovery, fault to all counted",
+            ", ".join(f"{k} {v} s" for k, v in sorted(slowest.items())),
+        ),
+    ]
+
+
 def report(args: argparse.Namespace, r: dict[str, dict[str, object]]) -> str:
     c, o, k, f = r["crash"], r["overload"], r["soak"], r["fuzz"]
     kinds = c["kills"]
@@ -432,12 +460,14 @@ def report(args: argparse.Namespace, r: dict[str, dict[str, object]]) -> str:
         ),
         ("soak: largest journal depth / sink lag", f"{k['max_journal_depth']:,} events / {k['max_sink_lag_s']} s"),
         ("soak: accepted vs counted", f"{k['accepted_events']:,} / {k['counted']:,}"),
+        *_cluster_rows(r.get("cluster")),
         ("fuzz: operations / cases (schemathesis)", f"{f['operations']} / {f['cases']:,}"),
         ("fuzz failures (5xx, or a response or content type the document does not allow)", f["failures"]),
     ]
     command = (
         f".venv/bin/python -m bench.reliability --rounds {args.rounds} --overload-seconds {args.overload_seconds:g} "
-        f"--connections {args.connections} --soak-seconds {args.soak_seconds:g} --fuzz-examples {args.fuzz_examples}"
+        f"--connections {args.connections} --soak-seconds {args.soak_seconds:g} --cluster-rounds {args.cluster_rounds} "
+        f"--fuzz-examples {args.fuzz_examples}"
     )
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return (
@@ -455,6 +485,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200, help="events per request under overload")
     parser.add_argument("--soak-seconds", type=float, default=600, help="the soak's length")
     parser.add_argument("--soak-rate", type=float, default=0, help="soak events/s (default: half the overload's)")
+    parser.add_argument("--cluster-rounds", type=int, default=10, help="cluster-mode fault rounds (0: skip)")
     parser.add_argument("--fuzz-examples", type=int, default=50, help="schemathesis examples per operation")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/reliability.md alone")
@@ -470,6 +501,12 @@ def main() -> None:
     print(f"soak at {rate:,.0f} events/s for {args.soak_seconds:g} s...")
     results["soak"] = soak(args.soak_seconds, rate)
     print(f"  {results['soak']}")
+    if args.cluster_rounds:
+        from bench.reliability_cluster import cluster_crash
+
+        print("cluster crash suite...")
+        results["cluster"] = cluster_crash(args.cluster_rounds, args.seed)
+        print(f"  {results['cluster']}")
     print("fuzzing...")
     results["fuzz"] = f = fuzz(args.fuzz_examples)
     print(f"  {f}")
@@ -479,7 +516,7 @@ def main() -> None:
         DOC.write_text(text)
     c, k = results["crash"], results["soak"]
     exact = c["lost"] == c["duplicated"] == 0 and o["accepted_events"] == o["counted"]
-    exact = exact and k["accepted_events"] == k["counted"]
+    exact = exact and k["accepted_events"] == k["counted"] and bool(results.get("cluster", {"exact": True})["exact"])
     sys.exit(0 if exact and f["failures"] == 0 and not o["other_statuses"] and not k["other_statuses"] else 1)
 
 
