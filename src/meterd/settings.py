@@ -100,7 +100,7 @@ class IngestSettings(_Section):
     )
     max_commit_events: int = Field(20_000, ge=1, description="Most events written in one journal commit.")
     max_concurrent_requests: int = Field(
-        64,
+        32,
         ge=1,
         description="Ingest requests handled at once (reading, decoding, waiting for the journal); more get 429 + "
         "Retry-After before their body is read, which bounds the latency of the accepted ones under overload.",
