@@ -304,6 +304,7 @@ async def _paced(port: int, seconds: float, rate: float, batch: int, connections
 def soak(seconds: float, rate: float, batch: int = 100) -> dict[str, object]:
     """`rate` events/s for `seconds`, sampling the server's RSS, journal depth and sink lag every 5 s."""
     samples: list[tuple[float, float, float, float]] = []  # (t, rss MiB, journal depth, sink lag s)
+    scrapes: list[tuple[float, float]] = []  # (t, seconds the scrape took; -1 when it failed)
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp) / "data").start()
         assert server.process is not None
@@ -311,13 +312,21 @@ def soak(seconds: float, rate: float, batch: int = 100) -> dict[str, object]:
         stop = threading.Event()
 
         def sample() -> None:
+            """RSS from /proc, depth and lag from /metrics as Prometheus would scrape it (a fresh connection,
+            a 10 s timeout); a scrape that fails or is slow is recorded, not fatal."""
             began = time.perf_counter()
-            with httpx.Client(base_url=server.url, timeout=10) as api:
-                while not stop.wait(5.0):
-                    text = api.get("/metrics").text
-                    depth = _gauge(text, "meterd_journal_depth_events")
-                    lag = _gauge(text, "meterd_sink_lag_seconds")
-                    samples.append((time.perf_counter() - began, _rss_mib(pid), depth, lag))
+            while not stop.wait(5.0):
+                at = time.perf_counter() - began
+                try:
+                    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+                except httpx.HTTPError as exc:
+                    scrapes.append((at, -1.0))
+                    print(f"  soak: /metrics failed at {at:.0f} s: {exc!r}")
+                    continue
+                scrapes.append((at, time.perf_counter() - began - at))
+                depth = _gauge(text, "meterd_journal_depth_events")
+                lag = _gauge(text, "meterd_sink_lag_seconds")
+                samples.append((at, _rss_mib(pid), depth, lag))
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
@@ -350,6 +359,9 @@ def soak(seconds: float, rate: float, batch: int = 100) -> dict[str, object]:
         "rss_max_mib": round(max(s[1] for s in samples)),
         "max_journal_depth": round(max(s[2] for s in samples)),
         "max_sink_lag_s": round(max(s[3] for s in samples), 2),
+        "samples": len(samples),
+        "scrapes_failed": sum(1 for _, took in scrapes if took < 0),
+        "slowest_scrape_s": round(max((took for _, took in scrapes), default=0.0), 2),
         "accepted_events": accepted,
         "counted": counted,
     }
@@ -459,6 +471,10 @@ def report(args: argparse.Namespace, r: dict[str, dict[str, object]]) -> str:
             f"{k['rss_second_minute_mib']} / {k['rss_last_minute_mib']} / {k['rss_max_mib']} MiB",
         ),
         ("soak: largest journal depth / sink lag", f"{k['max_journal_depth']:,} events / {k['max_sink_lag_s']} s"),
+        (
+            "soak: /metrics scrapes every 5 s: failed / slowest",
+            f"{k['scrapes_failed']} of {k['samples'] + k['scrapes_failed']} / {k['slowest_scrape_s']} s",
+        ),
         ("soak: accepted vs counted", f"{k['accepted_events']:,} / {k['counted']:,}"),
         *_cluster_rows(r.get("cluster")),
         ("fuzz: operations / cases (schemathesis)", f"{f['operations']} / {f['cases']:,}"),
