@@ -45,6 +45,12 @@ QUERIES = {
 }
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident set size, from /proc (OSError once it is gone)."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS:")))
+
+
 class RssWatch(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -53,10 +59,9 @@ class RssWatch(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(0.25):
             try:
-                text = Path(f"/proc/{self.pid}/status").read_text()
+                kib = rss_kib(self.pid)
             except OSError:
                 return
-            kib = int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS:")))
             self.peak_kib = max(self.peak_kib, kib)
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 import meterd
-from bench.query import RssWatch
+from bench.query import RssWatch, rss_kib
 from bench.wire import request
 from tests.conftest import Server, event, wait_for
 from tests.integration.test_fuzz_openapi import CHECKS
@@ -274,11 +274,6 @@ def _gauge(text: str, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def _rss_mib(pid: int) -> float:
-    text = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS:"))) / 1024
-
-
 async def _paced(port: int, seconds: float, rate: float, batch: int, connections: int) -> dict[str, object]:
     """An open-loop load: `rate` events/s in batches, spread over `connections`, each send on its schedule.
     Latency counts from the scheduled moment, not the send, so a stall shows in full for every request it
@@ -333,7 +328,7 @@ def soak(seconds: float, rate: float, batch: int = 100) -> dict[str, object]:
                 scrapes.append((at, time.perf_counter() - began - at))
                 depth = _gauge(text, "meterd_journal_depth_events")
                 lag = _gauge(text, "meterd_sink_lag_seconds")
-                samples.append((at, _rss_mib(pid), depth, lag))
+                samples.append((at, rss_kib(pid) / 1024, depth, lag))
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
