@@ -268,7 +268,8 @@ class KafkaBroker(KafkaService):
         with self.log_path.open("ab") as log:
             if not (self.home / "data" / "meta.properties").exists():
                 cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-                fmt = ["format", "--cluster-id", cluster_id, "--config", config, "--ignore-formatted"]
+                # "=" form: a base64 id may start with "-", which argparse takes for an option (1 id in 64)
+                fmt = ["format", f"--cluster-id={cluster_id}", "--config", config, "--ignore-formatted"]
                 cmd = self._java(libs, "kafka.tools.StorageTool", *fmt, heap=["-Xmx256m"])
                 done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120)
                 if done.returncode:
