@@ -118,6 +118,18 @@ class SQLiteJournal:
         self.stats = _Stats()
         self._last_seq = self._scalar("SELECT coalesce(max(seq), 0) FROM keys")
         self._pos = self._scalar("SELECT pos FROM sink_state WHERE id = 1")
+        # The events not yet in the event store, and (last seq, ingest time) of each commit among them, oldest
+        # first: /metrics and the sink's "is a batch due" read these, so neither reads the file (nor waits on
+        # the sink's connection) on the event loop. A commit's events share one ingest time. (Seqs have gaps:
+        # a refused duplicate uses one up, so the depth is counted, not subtracted.)
+        self._unstored_lock = threading.Lock()
+        self._depth: int = self._conn.execute("SELECT count(*) FROM events WHERE seq > ?", (self._pos,)).fetchone()[0]
+        self._unstored: deque[tuple[int, int]] = deque(
+            self._conn.execute(
+                "SELECT max(seq), ingested_us FROM events WHERE seq > ? GROUP BY ingested_us ORDER BY 1",
+                (self._pos,),
+            ).fetchall()
+        )
         self._next_prune = 0.0
         self._writer = threading.Thread(target=self._run, name="meterd-journal", daemon=True)
         self._writer.start()
@@ -130,7 +142,7 @@ class SQLiteJournal:
     async def append(self, namespace: str, events: Sequence[EventRecord]) -> AppendResult:
         if self._failed is not None or self._closing:
             raise UnavailableError("the ingest journal is not accepting writes", retry_after=5)
-        if self._last_seq - self._pos > self._max_lag:
+        if self._depth > self._max_lag:
             raise UnavailableError("the event store is behind the journal; retry shortly", retry_after=2)
         if not self.disk_ok():
             raise UnavailableError(
@@ -149,7 +161,7 @@ class SQLiteJournal:
         return await pending.future
 
     def depth(self) -> int:
-        return max(0, self._last_seq - self._pos)
+        return self._depth
 
     def queued(self) -> int:
         return self._queued_events
@@ -248,7 +260,10 @@ class SQLiteJournal:
             _rollback(conn)
             raise
         if rows:
-            self._last_seq = rows[-1][0]
+            with self._unstored_lock:
+                self._last_seq = rows[-1][0]
+                self._depth += len(rows)
+                self._unstored.append((self._last_seq, at))
         self.stats.events_written += len(rows)
         self.stats.duplicates += sum(r.duplicates for r in results)
         return results
@@ -308,13 +323,8 @@ class SQLiteJournal:
         return batch
 
     def waiting(self) -> tuple[int, int | None]:
-        depth = self.depth()
-        if not depth:
-            return 0, None
-        row = self._reader.execute(
-            "SELECT ingested_us FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (self._pos,)
-        ).fetchone()
-        return depth, (row[0] if row else None)
+        with self._unstored_lock:
+            return self._depth, (self._unstored[0][1] if self._unstored else None)
 
     def mark_stored(self, batch: JournalBatch) -> None:
         conn = self._reader
@@ -329,7 +339,11 @@ class SQLiteJournal:
         except BaseException:
             _rollback(conn)
             raise
-        self._pos = batch.last_seq
+        with self._unstored_lock:
+            self._pos = batch.last_seq
+            self._depth -= len(batch.rows)
+            while self._unstored and self._unstored[0][0] <= self._pos:
+                self._unstored.popleft()
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
