@@ -129,7 +129,7 @@ class Services:
         if self.journal is not None:
             self.journal.close()
         self.balance_worker.stop()
-        self.store.rollups.wait(timeout=60)  # a build cut short is redone at the next start anyway
+        self.store.rollups.stop(timeout=60)  # a build cut short is redone at the next start anyway
         self.store.close()
         self.engine.dispose()
 

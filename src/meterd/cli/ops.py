@@ -57,8 +57,7 @@ def migrate(ctx: click.Context) -> None:
     store = event_store(settings)
     try:
         meters = SQLMeterStore(engine).all_live()
-        store.rollups.sync(meters)
-        store.rollups.wait()
+        store.rollups.sync(meters, wait=True)
         click.echo(f"event store: schema ready, rollups of {len(meters)} meter(s) current", err=True)
     finally:
         store.close()

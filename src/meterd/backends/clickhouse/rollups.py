@@ -2,7 +2,9 @@
 the SQL is in meterd.backends.clickhouse.rollup_ddl, for one server or a cluster). Building a rollup
 holds the event store's write lock: the view is created and the existing events are backfilled while the
 sink waits, so no event is missed or counted twice. A rollup is used only once marked ready with the hash of
-its meter's definition; a crash mid-build leaves it unready and the next start rebuilds it."""
+its meter's definition; a crash mid-build leaves it unready and the next start rebuilds it. A build that fails
+(the store or, in a cluster, PostgreSQL is down; a sink's batch waits to be replayed) is tried again, less
+and less often, until it is built, its meter changes, or the process stops."""
 
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ from meterd.meters.model import Meter
 from meterd.usage.rollup import Rollup, group_columns
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class RollupManager:
         self._ready: dict[str, tuple[str, Rollup]] = {}  # meter id -> (definition hash, rollup)
         self._wanted: dict[str, str] = {}  # meter id -> hash of the definition to build
         self._builds: list[threading.Thread] = []
+        self._stopping = threading.Event()
         for statement in self._layout.create_table(STATE_TABLE):
             self._client.command(statement)
         self._state = self._layout.name(STATE_TABLE.name)
@@ -57,12 +63,13 @@ class RollupManager:
             return None
         return entry[1]
 
-    def sync(self, live: Iterable[Meter]) -> None:
+    def sync(self, live: Iterable[Meter], wait: bool = False) -> None:
         """At start-up: build what is missing or stale, and drop every rollup table or view that no live
-        meter's current build uses (meters deleted or redefined, builds cut short by a crash)."""
+        meter's current build uses (meters deleted or redefined, builds cut short by a crash). `wait`: build
+        here, and raise if a build fails (`meterd migrate`), instead of in the background with retries."""
         live = list(live)
         for meter in live:
-            self.ensure(meter)
+            self.ensure(meter, wait=wait)
         with self._lock:
             keep: set[str] = set()
             for meter in live:
@@ -99,15 +106,33 @@ class RollupManager:
         thread.start()
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait for background builds (tests, shutdown)."""
+        """Wait for background builds (tests)."""
         for thread in list(self._builds):
             thread.join(timeout)
 
+    def stop(self, timeout: float | None = None) -> None:
+        """At shutdown: no more retries; wait for a build under way (one cut short is redone at the next start)."""
+        self._stopping.set()
+        self.wait(timeout)
+
     def _build_logged(self, meter: Meter, digest: str) -> None:
-        try:
-            self._build(meter, digest)
-        except Exception:
-            log.exception("building the rollup of meter %s failed; its queries read raw events", meter.slug)
+        delay = RETRY_FIRST_S
+        while not self._stopping.is_set() and self._wanted.get(meter.id) == digest:
+            try:
+                self._build(meter, digest)
+                return
+            except Exception as exc:
+                log.error(
+                    "building the rollup of meter %s failed (trying again in %.0f s; its queries read raw events "
+                    "meanwhile): %s",
+                    meter.slug,
+                    delay,
+                    exc,
+                    exc_info=delay == RETRY_FIRST_S,  # the traceback once, not every minute
+                )
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, RETRY_MAX_S)
 
     def _build(self, meter: Meter, digest: str) -> None:
         with self._lock:
