@@ -269,7 +269,9 @@ def build_sink(settings: Settings) -> SinkProcess:
     store = event_store(settings)
     ledger = SinkLedger(settings.storage.metadata_dsn(), settings.kafka.topic)
     ledger.ensure_sequence_above(store.max_seq())
-    source = KafkaSource(settings.kafka, ledger, dedup_window=settings.ingest.dedup_window)
+    source = KafkaSource(
+        settings.kafka, ledger, dedup_window=settings.ingest.dedup_window, max_buffered=settings.sink.max_batch
+    )
     return SinkProcess(settings, source, store, _sink(settings, source, store))
 
 

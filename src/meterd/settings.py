@@ -112,7 +112,12 @@ class SinkSettings(_Section):
     max_wait: Duration = Field(
         timedelta(milliseconds=200), description="...or once the oldest waiting event is this old."
     )
-    max_batch: int = Field(100_000, ge=1, description="Most events in one event-store insert.")
+    max_batch: int = Field(
+        100_000,
+        ge=1,
+        description="Most events in one event-store insert. In cluster mode also what a sink buffers per "
+        "partition while the event store is down or slow: beyond it the partition is paused and Kafka keeps the rest.",
+    )
     max_lag_events: int = Field(
         2_000_000,
         ge=1000,

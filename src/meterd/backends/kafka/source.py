@@ -4,7 +4,11 @@ Batches are runs of one partition's messages. The sink ledger (meterd.backends.s
 batch's plan before the insert and decides which messages are first claims of their dedup key; offsets are
 committed only after the batch is in the event store and marked stored. After a crash, a rebalance or a
 broker restart, the partition resumes at its committed offset and the recorded plan is replayed exactly: a
-batch marked stored is skipped, an unmarked one is inserted again with the same deduplication token."""
+batch marked stored is skipped, an unmarked one is inserted again with the same deduplication token.
+
+Memory is bounded while the event store is down or slow: a partition with `max_buffered` messages buffered is
+paused (Kafka keeps the rest) and resumed once half of them are stored. A partition whose recorded plan needs
+more messages than that (sink.max_batch was lowered since) is let through until the plan can be replayed."""
 
 from __future__ import annotations
 
@@ -55,8 +59,13 @@ class SourceStats:
 class KafkaSource:
     """A JournalSource (see meterd.ingest.journal) over a Kafka consumer group. One sink thread uses it."""
 
-    def __init__(self, kafka: KafkaSettings, ledger: SinkLedger, *, dedup_window: timedelta) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, ledger: SinkLedger, *, dedup_window: timedelta, max_buffered: int = 100_000
+    ) -> None:
         self._topic = kafka.topic
+        self._max_buffered = max_buffered  # per partition, plus at most one poll's worth (as many again)
+        self._paused: set[int] = set()
+        self._short: set[int] = set()  # partitions whose recorded plan waits for messages not buffered yet
         self._ledger = ledger
         self._window = dedup_window
         self._consumer = Consumer(consumer_config(kafka), logger=log)
@@ -90,7 +99,9 @@ class KafkaSource:
             messages = self._buffers[part][:max_rows]
             plan = self._ledger.plan(part, [(m.offset, m.key) for m in messages])
             if plan is None:
+                self._short.add(part)
                 return None  # a recorded batch needs messages not polled yet
+            self._short.discard(part)
             count = sum(1 for m in messages if m.offset <= plan.last_offset)
             if plan.stored:  # stored before a crash or a rebalance: only its offsets were left to commit
                 self.stats.replayed_batches += 1
@@ -131,7 +142,9 @@ class KafkaSource:
         return min(heads)[1] if heads else None
 
     def _poll(self) -> None:
-        messages = self._consumer.consume(num_messages=_MAX_POLL, timeout=0.05)
+        self._throttle()
+        # also while all are paused: consuming keeps this sink in its group (max.poll.interval.ms)
+        messages = self._consumer.consume(num_messages=min(_MAX_POLL, self._max_buffered), timeout=0.05)
         for message in messages:
             error = message.error()
             if error is not None:
@@ -140,6 +153,20 @@ class KafkaSource:
                 log.warning("Kafka consumer: %s", error.str())
                 continue
             self._buffer(message)
+
+    def _throttle(self) -> None:
+        """Pause partitions with `max_buffered` messages waiting; resume them once half of those are stored."""
+        sizes = {part: len(buf) for part, buf in self._buffers.items()}
+        full = {p for p, n in sizes.items() if n >= self._max_buffered and p not in self._short} - self._paused
+        drained = {p for p in self._paused if sizes.get(p, 0) < self._max_buffered // 2 or p in self._short}
+        if full:
+            self._consumer.pause([TopicPartition(self._topic, p) for p in sorted(full)])
+            self._paused |= full
+            log.info("partitions %s paused: %d messages wait for the event store", sorted(full), sum(sizes.values()))
+        if drained:
+            self._consumer.resume([TopicPartition(self._topic, p) for p in sorted(drained)])
+            self._paused -= drained
+            log.info("partitions %s resumed", sorted(drained))
 
     def _buffer(self, message: Message) -> None:
         part, offset = message.partition(), message.offset()
@@ -174,8 +201,16 @@ class KafkaSource:
         self.stats.assigned = sorted(self._buffers)
         log.info("assigned partitions %s", [tp.partition for tp in partitions])
 
-    def _on_revoke(self, _consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
+        paused = [tp for tp in partitions if tp.partition in self._paused]
+        if paused:  # a pause outlives the assignment: were the partition given back, it would stay paused
+            try:
+                consumer.resume([TopicPartition(self._topic, tp.partition) for tp in paused])
+            except KafkaException as exc:  # lost, not revoked: nothing of it is left to resume
+                log.debug("resuming revoked partitions failed: %s", exc)
         for tp in partitions:
+            self._paused.discard(tp.partition)
+            self._short.discard(tp.partition)
             self._buffers.pop(tp.partition, None)  # the next owner resumes at the committed offset
             for key, (plan, _) in list(self._inflight.items()):
                 if plan.part == tp.partition:
