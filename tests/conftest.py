@@ -23,6 +23,10 @@ from tests.chdb_http import clickhouse_http  # noqa: F401
 from tests.services.kafka import kafka  # noqa: F401
 from tests.services.postgres import postgres  # noqa: F401
 
+# LiteLLM fetches its model price map from GitHub when imported (collection imports it) and retries for ~10 s
+# when it cannot; tests use the copy it ships with.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
