@@ -86,7 +86,7 @@ def test_create_validation(api: httpx.Client, body: dict[str, Any], field: str, 
 
 def test_create_needs_key_or_subject_keys(api: httpx.Client) -> None:
     response = api.post("/api/v1/customers", json={"name": "Nobody", "usageAttribution": {"subjectKeys": []}})
-    assert_problem(response, 400, detail="a customer needs a key or usageAttribution.subjectKeys")
+    assert_problem(response, 400, field="key", detail="a customer needs a key or usageAttribution.subjectKeys")
 
 
 def test_conflicts(api: httpx.Client, unique: Unique) -> None:

@@ -89,7 +89,7 @@ def test_malformed_gzip_is_400(api: httpx.Client) -> None:
 
 def test_unsupported_content_encoding_is_400(api: httpx.Client) -> None:
     response = post_events(api, [event(type_="x")], CE_BATCH, {"Content-Encoding": "br"})
-    assert_problem(response, 400, detail="unsupported content encoding: br")
+    assert_problem(response, 400, field="Content-Encoding", detail="unsupported content encoding 'br'")
 
 
 # -- event defaults --------------------------------------------------------------------------------

@@ -321,7 +321,14 @@ def test_query_validation(api: httpx.Client, qmeter: str, params: dict[str, str]
     ],
 )
 def test_query_unparsable_params(api: httpx.Client, qmeter: str, params: dict[str, str], detail: str) -> None:
-    assert_problem(api.get(f"/api/v1/meters/{qmeter}/query", params=params), 400, detail=detail)
+    assert_problem(
+        api.get(f"/api/v1/meters/{qmeter}/query", params=params), 400, field=detail.split(":")[0], detail=detail
+    )
+
+
+def test_group_by_values_of_an_unknown_key(api: httpx.Client, qmeter: str) -> None:
+    response = api.get(f"/api/v1/meters/{qmeter}/group-by/nope/values")
+    assert_problem(response, 400, field="groupByKey", detail="nope is not a group-by of meter")
 
 
 def test_query_too_many_subjects(api: httpx.Client, qmeter: str) -> None:

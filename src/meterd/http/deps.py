@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from meterd.core.errors import ValidationError
+from meterd.core.errors import Problem, ValidationError
 from meterd.core.timeutil import parse_rfc3339
 
 if TYPE_CHECKING:
@@ -44,9 +44,9 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     try:
         number = int(value)
     except ValueError:
-        raise ValidationError(f"{name}: must be an integer") from None
+        raise ValidationError(Problem(name, "must be an integer")) from None
     if not low <= number <= high:
-        raise ValidationError(f"{name}: must be between {low} and {high}")
+        raise ValidationError(Problem(name, f"must be between {low} and {high}"))
     return number
 
 
@@ -58,4 +58,4 @@ def query_bool(request: Request, name: str, default: bool = False) -> bool:
         return True
     if value.lower() in ("false", "0"):
         return False
-    raise ValidationError(f"{name}: must be true or false")
+    raise ValidationError(Problem(name, "must be true or false"))

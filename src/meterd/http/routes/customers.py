@@ -29,7 +29,7 @@ def _limit(request: Request) -> int:
 def _input(body: CustomerBody) -> CustomerInput:
     keys = body.usageAttribution.subjectKeys if body.usageAttribution else []
     if body.key is None and not keys:
-        raise ValidationError("key: a customer needs a key or usageAttribution.subjectKeys")
+        raise ValidationError(Problem("key", "a customer needs a key or usageAttribution.subjectKeys", "required"))
     return CustomerInput(
         name=body.name,
         key=body.key,

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from meterd.core.errors import PayloadTooLargeError, ProblemCollector, ValidationError
+from meterd.core.errors import PayloadTooLargeError, Problem, ProblemCollector, ValidationError
 from meterd.core.timeutil import format_rfc3339, parse_rfc3339, to_us, utcnow
 from meterd.http.admission import IngestGate
 from meterd.http.deps import call, namespace, query_int, query_time, services
@@ -35,11 +35,11 @@ async def read_body(request: Request, limit: int) -> bytes:
         try:
             body = inflater.decompress(body, limit + 1)
         except zlib.error:
-            raise ValidationError("body: malformed gzip data") from None
+            raise ValidationError(Problem("body", "malformed gzip data", "malformed")) from None
         if len(body) > limit or inflater.unconsumed_tail:
             raise PayloadTooLargeError(f"request body larger than {limit} bytes once decompressed", limit=limit)
     elif encoding not in ("", "identity"):
-        raise ValidationError(f"unsupported content encoding: {encoding}")
+        raise ValidationError(Problem("Content-Encoding", f"unsupported content encoding {encoding!r} (gzip or none)"))
     return body
 
 
@@ -98,7 +98,7 @@ async def list_events(request: Request) -> Response:
     now = utcnow()
     start = query_time(request, "from") or now - MAX_LOOKBACK
     if start < now - MAX_LOOKBACK - timedelta(seconds=1):
-        raise ValidationError("from: must be within the last 32 days")
+        raise ValidationError(Problem("from", "must be within the last 32 days"))
     flt = EventFilter(
         namespace=namespace(request),
         start=start,
@@ -125,7 +125,7 @@ def _cursor(value: str | None) -> tuple[int, int] | None:
         time_us, seq = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode().split(":")
         return int(time_us), int(seq)
     except (ValueError, UnicodeDecodeError):
-        raise ValidationError("cursor: not a cursor this server issued") from None
+        raise ValidationError(Problem("cursor", "not a cursor this server issued")) from None
 
 
 async def list_events_v2(request: Request) -> Response:
@@ -137,9 +137,9 @@ async def list_events_v2(request: Request) -> Response:
         try:
             spec = msgspec.json.decode(raw_filter)
         except msgspec.DecodeError:
-            raise ValidationError("filter: must be a JSON object") from None
+            raise ValidationError(Problem("filter", "must be a JSON object")) from None
         if not isinstance(spec, dict):
-            raise ValidationError("filter: must be a JSON object")
+            raise ValidationError(Problem("filter", "must be a JSON object"))
     problems = ProblemCollector()
     strings: dict[str, dict[str, Any]] = {}
     start = end = None

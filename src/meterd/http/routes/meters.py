@@ -168,7 +168,7 @@ async def group_by_values(request: Request) -> Response:
     meter = await call(svc.meters.get, namespace(request), request.path_params["meter"])
     key = request.path_params["key"]
     if key not in meter.group_by:
-        raise ValidationError(f"groupByKey: {key} is not a group-by of meter {meter.slug}")
+        raise ValidationError(Problem("groupByKey", f"{key} is not a group-by of meter {meter.slug}"))
     start = query_time(request, "from") or utcnow() - timedelta(hours=24)
     end = query_time(request, "to")
     values = await call(svc.store.distinct_values, meter.namespace, meter.event_type, meter.group_by[key], start, end)

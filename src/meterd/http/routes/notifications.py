@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from meterd.core.errors import ValidationError
+from meterd.core.errors import Problem, ValidationError
 from meterd.http.deps import call, namespace, query_bool, query_int, query_time, services
 from meterd.http.notification_wire import (
     ChannelBody,
@@ -37,7 +37,7 @@ def _choice(request: Request, name: str, allowed: tuple[str, ...], default: str)
     value = request.query_params.get(name) or default
     match = next((a for a in allowed if a.lower() == value.lower()), None)
     if match is None:
-        raise ValidationError(f"{name}: must be one of {', '.join(allowed)}")
+        raise ValidationError(Problem(name, f"must be one of {', '.join(allowed)}"))
     return match
 
 
@@ -159,7 +159,7 @@ async def list_notification_events(request: Request) -> Response:
         limit=size,
     )
     if query.start and query.end and query.start > query.end:
-        raise ValidationError("from: must not be after to")
+        raise ValidationError(Problem("from", "must not be after to"))
     svc = _svc(request)
     views, total = await call(svc.list_events, query)
     refs = await call(svc.feature_refs, query.namespace, [v.rule for v in views])
