@@ -57,10 +57,14 @@ def producer_config(kafka: KafkaSettings, max_queued_events: int) -> dict[str, A
 
 def consumer_config(kafka: KafkaSettings) -> dict[str, Any]:
     """Offsets are committed by the sink itself, after the event store has a batch; a partition moving between
-    sinks moves without stopping the others (cooperative rebalancing)."""
+    sinks moves without stopping the others (cooperative rebalancing). A sink that died gives up its partitions
+    after 10 s without a heartbeat, not librdkafka's default 45 s (heartbeats come from librdkafka's own thread,
+    so a long flush does not miss them; a stuck sink is caught by max.poll.interval.ms)."""
     return {
         **_connection(kafka, "sink"),
         "group.id": kafka.consumer_group,
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
