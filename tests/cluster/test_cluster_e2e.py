@@ -151,6 +151,10 @@ def test_two_nodes_and_two_sinks_count_every_acknowledged_event_once(cluster_fac
     metrics = [sink.metrics() for sink in cluster.sinks]
     assert sum(m["meterd_sink_events_stored_total"] for m in metrics) == len(ledger.acked)
     assert sorted(m["meterd_sink_partitions"] for m in metrics) == [2, 2]
+    assert [(m["meterd_sink_buffered_events"], m["meterd_sink_paused_partitions"]) for m in metrics] == [(0, 0)] * 2
+    worker = cluster.worker().metrics()  # webhook delivery and balance recalculation
+    assert worker['meterd_webhook_attempts_total{result="ok"}'] == 0
+    assert worker["meterd_balance_recalculations_waiting"] == 0
 
 
 def test_faults_lose_nothing_and_count_nothing_twice(cluster_factory: Callable[..., Cluster]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from tests.conftest import Server, wait_for
@@ -108,11 +109,21 @@ def test_delivery_is_signed_and_recorded(api: httpx.Client, receiver: Receiver) 
     assert attempt["response"]["url"] == receiver.url(path) and attempt["response"]["durationMs"] >= 0
 
 
+def attempts_metric(api: httpx.Client) -> dict[str, float]:
+    """meterd_webhook_attempts_total by result, from /metrics."""
+    families = text_string_to_metric_families(api.get("/metrics").text)
+    family = next(f for f in families if f.name == "meterd_webhook_attempts")
+    return {s.labels["result"]: s.value for s in family.samples if s.name.endswith("_total")}
+
+
 def test_failures_and_timeouts_are_retried_until_success(api: httpx.Client, receiver: Receiver) -> None:
     channel, path = hook(api, receiver)
     receiver.script[path] = [500, (1.0, 200), 503]  # the 1 s answer comes after the 0.5 s timeout
+    before = attempts_metric(api)
     event = fire(api, rule_for(api, channel["id"]))
     [status] = status_when(api, event["id"], "SUCCESS")
+    after = attempts_metric(api)
+    assert (after["ok"] - before["ok"], after["failed"] - before["failed"]) == (1, 3)
     attempts = status["attempts"]
     assert [a["state"] for a in attempts] == ["FAILED", "FAILED", "FAILED", "SUCCESS"]
     assert [a["response"].get("statusCode") for a in attempts] == [500, None, 503, 200]

@@ -145,6 +145,7 @@ def worker(ctx: click.Context, health_port: int, health_host: str) -> None:
 
     from meterd.bootstrap import build_services, webhook_worker
     from meterd.workers.health import HealthServer
+    from meterd.workers.worker_metrics import WorkerCollector
 
     settings = load(ctx)
     _logging(settings)
@@ -168,7 +169,9 @@ def worker(ctx: click.Context, health_port: int, health_host: str) -> None:
         feed = StoredFeed(settings.storage.metadata_dsn(), services.store, watermark, stored)
         starts.append(feed.start)
         checks.append(feed.healthy)
-    health = HealthServer(health_host, health_port, lambda: all(check() for check in checks), CollectorRegistry())
+    registry = CollectorRegistry()
+    registry.register(WorkerCollector(services.webhooks, services.balance_worker))
+    health = HealthServer(health_host, health_port, lambda: all(check() for check in checks), registry)
     starts.append(health.start)
     click.echo(f"meterd worker running (health on {health_host}:{health.port})", err=True)
 

@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from meterd.backends.sqlite.journal import SQLiteJournal
+from meterd.workers.worker_metrics import worker_metrics
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,6 +54,7 @@ class _State(Collector):
             yield GaugeMetricFamily(
                 "meterd_data_dir_free_bytes", "Free space for the data directory", value=svc.ingest.free_bytes()
             )
+        yield from worker_metrics(svc.webhooks, svc.balance_worker)
         if svc.sink is None:  # cluster mode: the sinks are `meterd sink` processes with their own metrics
             return
         yield from sink_metrics(svc.sink.stats)

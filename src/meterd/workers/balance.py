@@ -92,6 +92,11 @@ class BalanceWorker:
         self._thread = threading.Thread(target=self._run, name="meterd-balance", daemon=True)
         self._thread.start()
 
+    def waiting(self) -> int:
+        """Entitlements marked for recalculation and not yet done."""
+        with self._cv:
+            return len(self._dirty)
+
     def healthy(self) -> bool:
         """Running (or not needed: nobody listens for recalculated values)."""
         return self._publish is None or (self._thread is not None and self._thread.is_alive())

@@ -44,3 +44,11 @@ class SinkCollector(Collector):
         yield GaugeMetricFamily(
             "meterd_sink_partitions", "Partitions assigned to this sink", value=len(source.assigned)
         )
+        yield GaugeMetricFamily(
+            "meterd_sink_buffered_events", "Events consumed and waiting for the event store", value=source.buffered
+        )
+        yield GaugeMetricFamily(
+            "meterd_sink_paused_partitions",
+            "Partitions not consumed because sink.max_batch events of theirs wait for the event store",
+            value=source.paused,
+        )

@@ -90,6 +90,8 @@ class WebhookWorker:
         self._inflight = 0
         self._threads: list[threading.Thread] = []
         self.failures = 0  # outbox errors (database down) seen by the claim loop
+        self.delivered = 0  # attempts answered 2xx
+        self.failed_attempts = 0  # attempts that failed (retried later, or given up after the last)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -122,6 +124,10 @@ class WebhookWorker:
 
     def healthy(self) -> bool:
         return bool(self._threads) and self._threads[0].is_alive()
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._inflight
 
     # -- one pass, synchronously (tests, tools) ----------------------------------------------------------
 
@@ -184,6 +190,11 @@ class WebhookWorker:
 
     def _deliver(self, claim: Claim) -> datetime | None:
         result = self._sender.send(claim.channel, claim.event)
+        with self._lock:
+            if result.ok:
+                self.delivered += 1
+            else:
+                self.failed_attempts += 1
         if not result.ok:
             log.info(
                 "webhook to channel %s for event %s failed: %s",

@@ -53,6 +53,8 @@ class SourceStats:
     undecodable: int = 0
     replayed_batches: int = 0
     lag: int = 0  # of the partitions this sink holds, as last read
+    buffered: int = 0  # messages consumed and waiting for the event store
+    paused: int = 0  # partitions paused because their buffer is full
     assigned: list[int] = field(default_factory=list)
 
 
@@ -89,7 +91,9 @@ class KafkaSource:
             self._next_lag = now + _LAG_EVERY_S
             self.stats.lag = self._lag()
         heads = [buf[0].ingested_us for buf in self._buffers.values() if buf]
-        return sum(len(buf) for buf in self._buffers.values()), (min(heads) if heads else None)
+        self.stats.buffered = sum(len(buf) for buf in self._buffers.values())
+        self.stats.paused = len(self._paused)
+        return self.stats.buffered, (min(heads) if heads else None)
 
     def next_batch(self, max_rows: int) -> JournalBatch | None:
         for _ in range(len(self._buffers) + 1):
